@@ -1,0 +1,257 @@
+"""The landing benchmark suite (landing.md §3): data, constraint, settings and quality metric per problem.
+
+Each benchmark carries the released hyper-parameters of the landing paper
+(landing.md §1.7) adapted where the problem is a synthetic stand-in, and a
+``ci`` scale small enough to run every sampler on a 2-core CPU in minutes.
+Data that live in ``shared/`` (dipeptide, robot arm, SO(10) circle) are read
+from the folder given; a benchmark whose data are absent is reported as
+skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from cdcore import constraints
+from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
+from cdcore.data.earth import latlon_to_xyz, read_latlon_csv
+from cdcore.metrics import (
+    direction_jsd,
+    hist1d_jsd,
+    jsd_latlon,
+    kabsch_rmsd,
+    pca_hist_jsd,
+    trace_power_jsd,
+)
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # train, val, test
+
+
+class BenchmarkDataMissing(FileNotFoundError):
+    """The benchmark's data are not on this machine (e.g. shared/ is absent)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    n_samples: int
+    train_steps: int
+    hidden: int
+    depth: int
+    batch_size: int = 512
+    max_train: int = 1_000_000  # cap on the training points whose forward paths are cached
+    refreshes: int = 4  # times the cached forward paths are re-simulated during training
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    constraint: str
+    constraint_kwargs: dict
+    load: Callable[[int, "Paths"], Arrays]
+    quality: Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+    od_schedule: ScheduleCfg
+    od_dynamics: DynamicsCfg
+    ud_schedule: ScheduleCfg
+    ud_dynamics: DynamicsCfg
+    scales: dict[str, Scale] = field(default_factory=dict)
+    metric_name: str = "jsd"
+
+    def make_constraint(self) -> constraints.Constraint:
+        return constraints.make(self.constraint, **self.constraint_kwargs)
+
+    def model_cfg(self, scale: str) -> ModelCfg:
+        s = self.scales[scale]
+        return ModelCfg(hidden=s.hidden, depth=s.depth, time_features=16)
+
+    def train_cfg(self, scale: str) -> TrainCfg:
+        s = self.scales[scale]
+        return TrainCfg(steps=s.train_steps, batch_size=s.batch_size, refresh_every=max(1, s.train_steps // s.refreshes),
+                        val_every=s.train_steps, val_paths=64, checkpoint_every=s.train_steps)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where benchmark inputs live: the repository's assets and the shared data folder."""
+
+    assets: Path
+    shared: Optional[Path]
+
+    def shared_file(self, *parts: str) -> Path:
+        if self.shared is None:
+            raise BenchmarkDataMissing("no shared/ folder given; set CDCORE_SHARED or place shared/ beside the repository")
+        p = self.shared.joinpath(*parts)
+        if not p.is_file():
+            raise BenchmarkDataMissing(f"{p} not found")
+        return p
+
+
+def split(x: np.ndarray, seed: int) -> Arrays:
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, len(x) // 10)
+    n_test = max(1, len(x) // 10)
+    tr, va, te = perm[: len(x) - n_val - n_test], perm[len(x) - n_val - n_test: len(x) - n_test], perm[len(x) - n_test:]
+    return x[tr].astype(np.float32), x[va].astype(np.float32), x[te].astype(np.float32)
+
+
+# ----- data -------------------------------------------------------------------
+def load_earthquake(seed: int, paths: Paths) -> Arrays:
+    return split(latlon_to_xyz(read_latlon_csv(paths.assets / "earth" / "earthquake.csv")), seed)
+
+
+def so_n_mixture(n_points: int, n: int, modes: int, spread: float, seed: int) -> np.ndarray:
+    """K-mode mixture on SO(n): R = R_k expm(s A), A skew with N(0, 1) entries, R_k Haar (landing.md §7.2)."""
+    g = torch.Generator().manual_seed(seed)
+    son = constraints.make("son", n=n)
+    centres = son.sample_prior(modes, generator=g).double().reshape(modes, n, n)
+    U, _, Vt = torch.linalg.svd(centres)  # polar factor: orthogonal to float64 precision, det unchanged (> 0)
+    centres = U @ Vt
+    labels = torch.randint(0, modes, (n_points,), generator=g)
+    B = torch.randn(n_points, n, n, generator=g, dtype=torch.float64)
+    A = (B - B.transpose(1, 2)) / math.sqrt(2)
+    R = centres[labels] @ torch.linalg.matrix_exp(spread * A)
+    return R.reshape(n_points, n * n).numpy()
+
+
+def load_so10_3w(seed: int, paths: Paths) -> Arrays:
+    return split(so_n_mixture(4000, 10, 3, 0.25, seed=1234), seed)
+
+
+def load_so10_circle(seed: int, paths: Paths) -> Arrays:
+    x = np.load(paths.shared_file("data", "so10", "SO10_circle.npy"))
+    x = x[np.linalg.det(x.reshape(-1, 10, 10)) > 0]
+    return split(x, seed)
+
+
+def _surface_loader(name: str) -> Callable[[int, Paths], Arrays]:
+    def load(seed: int, paths: Paths) -> Arrays:
+        c = constraints.make(name)
+        return split(c.sample_density(4000, seed=1234).double().numpy(), seed)
+
+    return load
+
+
+def load_dipeptide(seed: int, paths: Paths) -> Arrays:
+    x = np.load(paths.shared_file("data", "dipeptide", "dipeptide_refined_phi_psiwin.npy"))
+    return split(x.reshape(len(x), -1), seed)
+
+
+def load_robot(seed: int, paths: Paths) -> Arrays:
+    x = np.load(paths.shared_file("data", "robot_arm", "robot_7dof_joints_paths.npy"))
+    return split(x.reshape(len(x), -1).astype(np.float64), seed)
+
+
+def load_ball_gmm(seed: int, paths: Paths) -> Arrays:
+    """Four Gaussian blobs near the rim of the unit disc, cut to the disc (MDM's ℓ2-ball GMM)."""
+    rng = np.random.default_rng(1234)
+    ang = np.arange(4) * np.pi / 2 + np.pi / 4
+    centres = 0.7 * np.stack([np.cos(ang), np.sin(ang)], 1)
+    x = centres[rng.integers(0, 4, 12000)] + 0.15 * rng.normal(size=(12000, 2))
+    x = x[np.linalg.norm(x, axis=1) < 1.0][:4000]
+    return split(x, seed)
+
+
+def load_simplex_dirichlet(seed: int, paths: Paths) -> Arrays:
+    rng = np.random.default_rng(1234)
+    return split(rng.dirichlet([2.0, 4.0, 8.0], size=4000), seed)
+
+
+# ----- quality metrics --------------------------------------------------------
+def _rmsd_jsd(a: np.ndarray, b: np.ndarray, centre: np.ndarray) -> float:
+    ra, rb = kabsch_rmsd(a.reshape(-1, 10, 3), centre), kabsch_rmsd(b.reshape(-1, 10, 3), centre)
+    hi = float(max(ra.max(), rb.max())) if len(ra) and len(rb) else 1.0
+    return hist1d_jsd(ra, rb, 60, 0.0, hi)
+
+
+def dipeptide_quality(samples: np.ndarray, test: np.ndarray, train: np.ndarray) -> float:
+    """Mean of the ψ-histogram JSD and the RMSD-to-centre JSD (60 bins each)."""
+    dp = constraints.make("dipeptide")
+    psi = lambda a: torch.rad2deg(dp.psi(torch.as_tensor(a, dtype=torch.float64))).numpy()  # noqa: E731
+    j_psi = hist1d_jsd(psi(samples), psi(test), 60, 120.0, 180.0)
+    centre = train.reshape(-1, 10, 3).mean(0)
+    return 0.5 * (j_psi + _rmsd_jsd(samples, test, centre))
+
+
+def mmd_quality(samples: np.ndarray, test: np.ndarray, train: np.ndarray) -> float:
+    from cdcore.metrics import mmd_rbf
+
+    return mmd_rbf(samples, test)
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def _add(b: Benchmark) -> None:
+    BENCHMARKS[b.name] = b
+
+
+_small = {"ci": Scale(n_samples=1000, train_steps=600, hidden=128, depth=3, max_train=2048, refreshes=1),
+          "paper": Scale(n_samples=100_000, train_steps=20_000, hidden=512, depth=5, batch_size=2048)}
+_big = {"ci": Scale(n_samples=500, train_steps=400, hidden=128, depth=3, max_train=256, refreshes=1),
+        "paper": Scale(n_samples=10_000, train_steps=20_000, hidden=1024, depth=5, batch_size=2048)}
+_robot = {"ci": Scale(n_samples=64, train_steps=300, hidden=128, depth=3, batch_size=256, max_train=96, refreshes=1),
+          "paper": Scale(n_samples=10_000, train_steps=20_000, hidden=1024, depth=5, batch_size=2048)}
+
+_add(Benchmark(
+    "earth", "sphere", {}, load_earthquake, lambda s, t, tr: jsd_latlon(s, t, 30),
+    ScheduleCfg(kind="linear", sigma_min=0.01, sigma_max=1.0, T=4.0, N=100),
+    DynamicsCfg(kind="overdamped", landing="implicit", alpha=50.0),
+    ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=2.0, T=2.0, N=50),
+    DynamicsCfg(kind="underdamped", landing="implicit", alpha=50.0, gamma=5.0),
+    _small))
+_so10 = dict(
+    od_schedule=ScheduleCfg(kind="geometric", sigma_min=0.2, sigma_max=2.0, T=1.0, N=100),
+    od_dynamics=DynamicsCfg(kind="overdamped", landing="explicit", alpha=50.0),
+    ud_schedule=ScheduleCfg(kind="geometric", sigma_min=0.2, sigma_max=2.0, T=2.5, N=50),
+    ud_dynamics=DynamicsCfg(kind="underdamped", landing="explicit", alpha=15.0, gamma=10.0),
+    scales=_big)
+_add(Benchmark("so10_3w", "so10", {}, load_so10_3w, lambda s, t, tr: trace_power_jsd(s, t, 10), **_so10))
+_add(Benchmark("so10_circle", "so10", {}, load_so10_circle, lambda s, t, tr: trace_power_jsd(s, t, 10), **_so10))
+for _surface in ("torus", "tangle_cube", "bumpy_sphere"):
+    _add(Benchmark(
+        _surface, _surface, {}, _surface_loader(_surface), lambda s, t, tr: direction_jsd(s, t, 20),
+        ScheduleCfg(kind="linear", sigma_min=0.05, sigma_max=1.0, T=2.0, N=100),
+        DynamicsCfg(kind="overdamped", landing="implicit", alpha=25.0),
+        ScheduleCfg(kind="linear", sigma_min=0.2, sigma_max=1.5, T=2.0, N=30),
+        DynamicsCfg(kind="underdamped", landing="implicit", alpha=25.0, gamma=20.0),
+        _small))
+_add(Benchmark(
+    "dipeptide", "dipeptide", {}, load_dipeptide, dipeptide_quality,
+    ScheduleCfg(kind="constant", sigma_min=1.0, sigma_max=1.0, T=0.1, N=100),
+    DynamicsCfg(kind="overdamped", landing="implicit", alpha=75.0),
+    ScheduleCfg(kind="linear", sigma_min=0.5, sigma_max=2.0, T=0.2, N=50),
+    DynamicsCfg(kind="underdamped", landing="explicit", alpha=50.0, gamma=10.0),
+    _big))
+_add(Benchmark(
+    "robot_arm", "robot_arm", {}, load_robot, lambda s, t, tr: pca_hist_jsd(s, t, tr, 60),
+    ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=3.0, T=0.1, N=100),
+    DynamicsCfg(kind="overdamped", landing="explicit", alpha=50.0),
+    ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=2.0, T=0.2, N=50),
+    DynamicsCfg(kind="underdamped", landing="explicit", alpha=200.0, gamma=1.0),
+    _robot))
+_add(Benchmark(
+    "ball_gmm", "ball", {"dim": 2}, load_ball_gmm, mmd_quality,
+    ScheduleCfg(kind="linear", sigma_min=0.01, sigma_max=1.0, T=1.0, N=100),
+    DynamicsCfg(kind="overdamped", landing="implicit", alpha=50.0),
+    ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=1.5, T=1.0, N=50),
+    DynamicsCfg(kind="underdamped", landing="implicit", alpha=50.0, gamma=5.0),
+    _small, metric_name="mmd"))
+_add(Benchmark(
+    "simplex_dirichlet", "simplex", {"dim": 3}, load_simplex_dirichlet, mmd_quality,
+    ScheduleCfg(kind="linear", sigma_min=0.01, sigma_max=0.5, T=1.0, N=100),
+    DynamicsCfg(kind="overdamped", landing="implicit", alpha=50.0),
+    ScheduleCfg(kind="linear", sigma_min=0.05, sigma_max=0.8, T=1.0, N=50),
+    DynamicsCfg(kind="underdamped", landing="implicit", alpha=50.0, gamma=5.0),
+    _small, metric_name="mmd"))
+
+
+def get(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise KeyError(f"unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}") from None

@@ -1,0 +1,299 @@
+"""Pydantic models of ``params.yaml``: every key typed, ranged and cross-checked.
+
+Loading goes through :func:`load_params`, which turns pydantic's errors into a
+:class:`ConfigError` naming each key, the value found and what is allowed, so a
+bad file fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message says which key and how to fix it."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VmfDataset(Strict):
+    """Synthetic mixture of von Mises–Fisher distributions on S², made from the seed alone."""
+
+    kind: Literal["vmf"]
+    constraint: Literal["sphere"] = "sphere"
+    n: int = Field(4000, ge=20, le=10_000_000, description="number of points before the split")
+    components: int = Field(4, ge=1, le=64)
+    kappa: float = Field(20.0, gt=0, le=1e5, description="concentration of each component")
+    train_steps: int | None = Field(None, ge=1, le=10_000_000, description="overrides train.steps for this data set")
+    schedule: Optional["ScheduleCfg"] = None
+    dynamics: Optional["DynamicsCfg"] = None
+
+
+class FileDataset(Strict):
+    """User data: a CSV of latitude/longitude in degrees, or an array of points (.npy / HDF5)."""
+
+    kind: Literal["file"]
+    path: str = Field(min_length=1)
+    format: Literal["auto", "latlon_csv", "npy", "h5"] = "auto"
+    constraint: str = "sphere"
+    tolerance: float = Field(1e-4, gt=0, le=1.0, description="largest constraint violation accepted in the file")
+    train_steps: int | None = Field(None, ge=1, le=10_000_000, description="overrides train.steps for this data set")
+    schedule: Optional["ScheduleCfg"] = None
+    dynamics: Optional["DynamicsCfg"] = None
+
+    @field_validator("constraint")
+    @classmethod
+    def _known_constraint(cls, v: str) -> str:
+        from cdcore.constraints import available
+
+        if v not in available():
+            raise ValueError(f"unknown constraint {v!r}; available: {', '.join(available())}")
+        return v
+
+
+class BenchmarkDataset(Strict):
+    """A problem of the landing benchmark suite (cdcore/benchmarks.py): its data, constraint and metric.
+
+    Its schedule and dynamics default to the benchmark's released overdamped settings; give
+    ``schedule`` / ``dynamics`` here to override them.
+    """
+
+    kind: Literal["benchmark"]
+    benchmark: str
+    train_steps: int | None = Field(None, ge=1, le=10_000_000, description="overrides train.steps for this data set")
+    schedule: Optional["ScheduleCfg"] = None
+    dynamics: Optional["DynamicsCfg"] = None
+
+    @field_validator("benchmark")
+    @classmethod
+    def _known_benchmark(cls, v: str) -> str:
+        from cdcore.benchmarks import BENCHMARKS
+
+        if v not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {v!r}; available: {', '.join(BENCHMARKS)}")
+        return v
+
+    @property
+    def constraint(self) -> str:
+        from cdcore.benchmarks import BENCHMARKS
+
+        return BENCHMARKS[self.benchmark].constraint
+
+
+Dataset = Annotated[Union[VmfDataset, FileDataset, BenchmarkDataset], Field(discriminator="kind")]
+
+
+class SplitCfg(Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitCfg":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class ScheduleCfg(Strict):
+    kind: Literal["linear", "geometric", "constant"] = "linear"
+    sigma_min: float = Field(0.01, gt=0, le=100)
+    sigma_max: float = Field(1.0, gt=0, le=100)
+    T: float = Field(4.0, gt=0, le=1000)
+    N: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ScheduleCfg":
+        if self.sigma_max < self.sigma_min:
+            raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min ({self.sigma_min})")
+        return self
+
+
+class DynamicsCfg(Strict):
+    kind: Literal["overdamped", "underdamped"] = "overdamped"
+    landing: Literal["explicit", "implicit"] = "implicit"
+    alpha: float = Field(50.0, gt=0, le=1e6, description="landing rate")
+    gamma: float = Field(5.0, gt=0, le=1e4, description="friction of underdamped dynamics")
+    newton_tol: float = Field(1e-5, gt=0, le=1e-1)
+    newton_max_iter: int = Field(30, ge=1, le=1000)
+
+
+class ModelCfg(Strict):
+    hidden: int = Field(256, ge=8, le=8192)
+    depth: int = Field(4, ge=1, le=32)
+    time_features: int = Field(16, ge=0, le=512)
+
+
+class TrainCfg(Strict):
+    steps: int = Field(3000, ge=1, le=10_000_000)
+    batch_size: int = Field(512, ge=1, le=1_000_000)
+    lr: float = Field(2e-3, gt=0, le=1)
+    ema: float = Field(0.999, ge=0, lt=1)
+    grad_clip: float = Field(10.0, gt=0)
+    refresh_every: int = Field(500, ge=1, description="steps between re-simulating the cached forward paths")
+    val_every: int = Field(500, ge=1)
+    val_paths: int = Field(256, ge=1)
+    checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class SampleCfg(Strict):
+    n_samples: int = Field(4000, ge=1, le=100_000_000)
+    samplers: list[Literal["landing", "projection"]] = Field(default_factory=lambda: ["landing", "projection"], min_length=1)
+    batch_size: int = Field(100_000, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("samplers")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"samplers must not repeat, got {v}")
+        return v
+
+
+class EvaluateCfg(Strict):
+    bins: int = Field(30, ge=2, le=1000, description="(lat, lon) histogram bins per axis")
+    feasibility_tol: float = Field(1e-5, gt=0, description="largest violation a sample may have")
+
+
+class TrackingCfg(Strict):
+    experiment: str = Field("cdcore", min_length=1)
+    model_name: str = Field("cdcore-landing", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    alias: str = Field("candidate", pattern=r"^[a-z][a-z0-9_\-]*$")
+    register_model: bool = True
+
+
+class SweepCfg(BaseModel):
+    """The ``sweep:`` section of params.yaml (every key optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    methods: list[str] = Field(default_factory=list, description="methods to compare; default: params' `method`")
+    datasets: list[str] = Field(default_factory=list, description="data set names; default: all in params.yaml")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1, description="one point per seed")
+    register_models: bool = Field(False, description="register each point's sampler in the MLflow registry")
+    gpu: Literal["auto", "always", "never"] = Field(
+        "auto", description="ask Dask for a GPU resource per point: auto = when train/sample run on CUDA")
+    gpu_resource: str = Field("GPU", min_length=1, description="name of the Dask worker resource that counts GPUs")
+    workers: int = Field(2, ge=1, le=1024, description="local cluster size (ignored with CDCORE_DASK_ADDRESS)")
+    threads_per_point: Optional[int] = Field(
+        1, ge=1, le=1024, description="torch CPU threads per point (None: torch's default)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct and >= 0, got {v}")
+        return v
+
+    @field_validator("methods", "datasets")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"entries must not repeat, got {v}")
+        return v
+
+
+class Params(Strict):
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    method: Literal["landing"] = "landing"
+    datasets: dict[str, Dataset] = Field(min_length=1)
+    split: SplitCfg = SplitCfg()
+    schedule: ScheduleCfg = ScheduleCfg()
+    dynamics: DynamicsCfg = DynamicsCfg()
+    model: ModelCfg = ModelCfg()
+    train: TrainCfg = TrainCfg()
+    sample: SampleCfg = SampleCfg()
+    evaluate: EvaluateCfg = EvaluateCfg()
+    tracking: TrackingCfg = TrackingCfg()
+    sweep: SweepCfg = SweepCfg()
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"data set name {name!r} must match {NAME_RE.pattern} (lower case, digits, _)")
+        return v
+
+    def schedule_for(self, name: str) -> ScheduleCfg:
+        ds = self.dataset(name)
+        if ds.schedule is not None:
+            return ds.schedule
+        if isinstance(ds, BenchmarkDataset):
+            from cdcore.benchmarks import BENCHMARKS
+
+            return BENCHMARKS[ds.benchmark].od_schedule
+        return self.schedule
+
+    def dynamics_for(self, name: str) -> DynamicsCfg:
+        ds = self.dataset(name)
+        if ds.dynamics is not None:
+            return ds.dynamics
+        if isinstance(ds, BenchmarkDataset):
+            from cdcore.benchmarks import BENCHMARKS
+
+            return BENCHMARKS[ds.benchmark].od_dynamics
+        return self.dynamics
+
+    def train_for(self, name: str) -> TrainCfg:
+        """train settings with this data set's step override applied."""
+        steps = self.dataset(name).train_steps
+        return self.train if steps is None else self.train.model_copy(update={"steps": steps})
+
+    def dataset(self, name: str) -> VmfDataset | FileDataset:
+        try:
+            return self.datasets[name]
+        except KeyError:  # noqa: PERF203
+            raise ConfigError(f"no data set {name!r} in params.yaml; defined: {', '.join(self.datasets)}") from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    value = err.get("input")
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (remove it, or check its spelling against README 'Configuration')"
+        return f"  - {loc}: {msg}"
+    if err["type"] == "missing":
+        return f"  - {loc}: required key is missing"
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"  - {loc} = {shown}: {msg}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a mapping; raise ConfigError listing every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [_describe(err) for err in e.errors()]
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines) + f"\nFix the listed keys in {source}.") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; run from the project folder or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}); fix the syntax at the position shown") from None
+    return parse_params(raw, source=str(path))
+
+
+for _m in (VmfDataset, FileDataset, BenchmarkDataset):
+    _m.model_rebuild()

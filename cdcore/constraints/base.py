@@ -1,0 +1,274 @@
+"""The feasible set Σ = {x : h(x) = 0, g(x) <= 0}, batched over samples.
+
+One class serves every method: landing uses the geometry (tangent projection,
+normal step), the projection baselines use the Newton projection, the
+evaluation uses the violation. Points are tensors of shape (B, d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+BatchFn = Callable[[Tensor], Tensor]
+
+
+def batched_jacobian(fn: BatchFn, x: Tensor) -> Tensor:
+    """Per-sample Jacobian of a batched map (B, d) -> (B, k) as (B, k, d).
+
+    ``vmap(jacrev)`` gives all rows in one vectorised call: no Python loop over
+    samples or over constraint rows.
+    """
+
+    def single(xi: Tensor) -> Tensor:
+        return fn(xi.unsqueeze(0)).squeeze(0)
+
+    return torch.func.vmap(torch.func.jacrev(single))(x)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Constraint quantities at a batch of points, computed once per step and reused.
+
+    ``c`` is the stacked residual [h; (g_j + eps)_{j active}] with zeros on inactive
+    rows, ``J`` its Jacobian (inactive rows zero), ``chol`` the Cholesky factor of
+    the Gram matrix J Jᵀ + δI. Zeroed rows make G diagonal there, so inactive
+    constraints drop out of every solve without changing shapes (no host sync).
+    """
+
+    c: Tensor
+    J: Tensor
+    chol: Tensor
+    active: Tensor
+
+    def solve(self, rhs: Tensor) -> Tensor:
+        # two triangular solves rather than cholesky_solve, which reads a status flag back to the host
+        y = torch.linalg.solve_triangular(self.chol, rhs.unsqueeze(-1), upper=False)
+        return torch.linalg.solve_triangular(self.chol.mT, y, upper=True).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Result of a Newton projection: per-sample success instead of a silent drop."""
+
+    x: Tensor
+    converged: Tensor  # (B,) bool
+    iterations: Tensor  # (B,) int: Newton iterations each sample used
+
+    @property
+    def failure_rate(self) -> float:
+        return float((~self.converged).float().mean())
+
+
+class Constraint:
+    """Base class; subclasses implement ``h`` and/or ``g`` on batches.
+
+    Jacobians default to ``torch.func``; a subclass may override ``h_jac`` /
+    ``g_jac`` with analytic forms (sphere, SO(n)) where they are much cheaper.
+    """
+
+    name: str = "constraint"
+
+    def __init__(
+        self,
+        dim: int,
+        n_eq: int,
+        n_ineq: int = 0,
+        eps: float = 0.1,
+        cutoff: float = 0.0,
+        delta: float = 1e-6,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if n_eq < 0 or n_ineq < 0 or n_eq + n_ineq == 0:
+            raise ValueError(f"need at least one constraint row, got n_eq={n_eq}, n_ineq={n_ineq}")
+        self.dim, self.n_eq, self.n_ineq = dim, n_eq, n_ineq
+        self.eps, self.cutoff, self.delta = eps, cutoff, delta
+
+    # ----- residuals -------------------------------------------------------
+    def h(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], 0)
+
+    def g(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], 0)
+
+    def h_jac(self, x: Tensor) -> Tensor:
+        if self.n_eq == 0:
+            return x.new_zeros(x.shape[0], 0, self.dim)
+        return batched_jacobian(self.h, x)
+
+    def g_jac(self, x: Tensor) -> Tensor:
+        if self.n_ineq == 0:
+            return x.new_zeros(x.shape[0], 0, self.dim)
+        return batched_jacobian(self.g, x)
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_eq + self.n_ineq
+
+    def violation(self, x: Tensor) -> Tensor:
+        """Per-sample max(|h|, relu(g)): the number every method is judged by."""
+        parts = []
+        if self.n_eq:
+            parts.append(self.h(x).abs())
+        if self.n_ineq:
+            parts.append(torch.relu(self.g(x)))
+        return torch.cat(parts, dim=1).amax(dim=1)
+
+    def active_set(self, x: Tensor) -> Tensor:
+        """Inequalities within ``cutoff`` of their boundary, shape (B, l)."""
+        return self.g(x) >= -self.cutoff
+
+    def stacked(self, x: Tensor, active: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_eps, J, active) with inactive inequality rows zeroed."""
+        cs, js = [], []
+        if self.n_eq:
+            cs.append(self.h(x))
+            js.append(self.h_jac(x))
+        if self.n_ineq:
+            gx = self.g(x)
+            if active is None:
+                active = gx >= -self.cutoff
+            m = active.to(x.dtype)
+            cs.append((gx + self.eps) * m)
+            js.append(self.g_jac(x) * m.unsqueeze(-1))
+        else:
+            active = x.new_zeros(x.shape[0], 0, dtype=torch.bool)
+        return torch.cat(cs, dim=1), torch.cat(js, dim=1), active
+
+    def _chol(self, A: Tensor) -> Tensor:
+        eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        L, _ = torch.linalg.cholesky_ex(A + self.delta * eye)
+        return L
+
+    def geometry(self, x: Tensor, active: Optional[Tensor] = None) -> Geometry:
+        c, J, active = self.stacked(x, active)
+        return Geometry(c=c, J=J, chol=self._chol(J @ J.transpose(1, 2)), active=active)
+
+    # ----- geometry --------------------------------------------------------
+    def tangent(self, x: Tensor, v: Tensor, geo: Optional[Geometry] = None) -> Tensor:
+        """P(x) v = v − Jᵀ G⁻¹ J v."""
+        geo = geo or self.geometry(x)
+        Jv = torch.einsum("bkd,bd->bk", geo.J, v)
+        return v - torch.einsum("bkd,bk->bd", geo.J, geo.solve(Jv))
+
+    def normal_step(self, x: Tensor, geo: Optional[Geometry] = None) -> Tensor:
+        """N(x) = −Jᵀ G⁻¹ c_eps: the minimum-norm Gauss–Newton step to c_eps = 0."""
+        geo = geo or self.geometry(x)
+        return -torch.einsum("bkd,bk->bd", geo.J, geo.solve(geo.c))
+
+    def land_explicit(self, x: Tensor, y: Tensor, rate: float, geo: Optional[Geometry] = None) -> Tensor:
+        """x + y + rate·N(x): contracts c_eps by (1 − rate) per step, stable for rate < 2."""
+        return x + y + rate * self.normal_step(x, geo)
+
+    def land_implicit(self, x: Tensor, y: Tensor, active: Optional[Tensor] = None) -> Tensor:
+        """z + N(z) at the predicted point z = x + y: a full Gauss–Newton step, always stable.
+
+        ``active`` overrides the inequality active set (all False: equalities only).
+        """
+        z = x + y
+        return z + self.normal_step(z, self.geometry(z, active) if active is not None else None)
+
+    # ----- Newton projection ----------------------------------------------
+    def project(
+        self,
+        x: Tensor,
+        y: Optional[Tensor] = None,
+        tol: float = 1e-5,
+        max_iter: int = 30,
+    ) -> Projection:
+        """Find z = x + y − J(x)ᵀμ with c(z) = 0 (RDDPM / OLLA-P projection).
+
+        Inequalities use an active set: rows enter when violated, leave when
+        their multiplier turns negative. A sample that does not converge in
+        ``max_iter`` iterations, or turns non-finite, keeps ``x + y`` and is
+        reported in ``converged`` rather than dropped silently.
+        """
+        y = torch.zeros_like(x) if y is None else y
+        base = x + y
+        B = x.shape[0]
+        _, Jx_full, _ = self.stacked(x, active=torch.ones(B, self.n_ineq, dtype=torch.bool, device=x.device))
+        active = self.g(base) > 0 if self.n_ineq else x.new_zeros(B, 0, dtype=torch.bool)
+        mu = x.new_zeros(B, self.n_rows)
+        done = torch.zeros(B, dtype=torch.bool, device=x.device)
+        iters = torch.zeros(B, dtype=torch.long, device=x.device)
+        z = base
+        for _ in range(max_iter):
+            z = base - torch.einsum("bkd,bk->bd", Jx_full, mu)
+            done = self._projection_done(z, mu, active, tol)
+            if bool(done.all()):
+                break
+            # active set update: violated rows enter, rows with negative multipliers leave
+            if self.n_ineq:
+                gz = self.g(z)
+                lam = mu[:, self.n_eq:]
+                entering_leaving = (active & (lam >= -1e-8)) | (gz > 0)
+                active = torch.where(done.unsqueeze(1), active, entering_leaving)
+                mu = torch.cat([mu[:, : self.n_eq], lam * active], dim=1)
+            c, Jz, _ = self.stacked(z, active)
+            mask = torch.cat([torch.ones(B, self.n_eq, dtype=torch.bool, device=x.device), active], dim=1)
+            Jx = Jx_full * mask.unsqueeze(-1).to(x.dtype)
+            A = Jz @ Jx.transpose(1, 2) + self.delta * torch.eye(self.n_rows, dtype=x.dtype, device=x.device)
+            step = torch.linalg.solve_ex(A, c.unsqueeze(-1))[0].squeeze(-1)
+            mu = torch.where(done.unsqueeze(1), mu, mu + step)
+            iters = iters + (~done).long()
+        else:
+            z = base - torch.einsum("bkd,bk->bd", Jx_full, mu)
+            done = self._projection_done(z, mu, active, tol)
+        ok = done & torch.isfinite(z).all(dim=1)
+        return Projection(x=torch.where(ok.unsqueeze(1), z, base), converged=ok, iterations=iters)
+
+    def _projection_done(self, z: Tensor, mu: Tensor, active: Tensor, tol: float) -> Tensor:
+        ok = torch.isfinite(z).all(dim=1)
+        if self.n_eq:
+            ok = ok & (self.h(z).abs() <= tol).all(dim=1)
+        if self.n_ineq:
+            gz = self.g(z)
+            lam = mu[:, self.n_eq:]
+            on_target = ((gz + self.eps).abs() <= tol) | ~active
+            ok = ok & (gz <= tol).all(dim=1) & on_target.all(dim=1) & (lam >= -1e-8).all(dim=1)
+        return ok
+
+    # ----- sampling support -----------------------------------------------
+    def sample_prior(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> Tensor:
+        """A reference distribution on Σ to start backward sampling from."""
+        raise NotImplementedError(f"{type(self).__name__} defines no prior; give initial points explicitly")
+
+    def spec(self) -> dict:
+        """A JSON-able description, stored with data and models."""
+        return {"name": self.name, "dim": self.dim, "n_eq": self.n_eq, "n_ineq": self.n_ineq, "eps": self.eps}
+
+
+class FunctionalConstraint(Constraint):
+    """A feasible set from user callables on batches: h(x) -> (B, m), g(x) -> (B, l).
+
+    The callables must be written with tensor operations only (no Python
+    branching on values) so that ``torch.func`` can differentiate and vectorise them.
+    """
+
+    name = "functional"
+
+    def __init__(
+        self,
+        dim: int,
+        h: Optional[BatchFn] = None,
+        g: Optional[BatchFn] = None,
+        eps: float = 0.1,
+        cutoff: float = 0.0,
+        delta: float = 1e-6,
+        name: str = "functional",
+    ) -> None:
+        probe = torch.zeros(1, dim)
+        n_eq = h(probe).shape[1] if h is not None else 0
+        n_ineq = g(probe).shape[1] if g is not None else 0
+        super().__init__(dim, n_eq, n_ineq, eps=eps, cutoff=cutoff, delta=delta)
+        self._h, self._g, self.name = h, g, name
+
+    def h(self, x: Tensor) -> Tensor:
+        return self._h(x) if self._h is not None else super().h(x)
+
+    def g(self, x: Tensor) -> Tensor:
+        return self._g(x) if self._g is not None else super().g(x)

@@ -1,0 +1,268 @@
+"""Constrained noising and denoising dynamics (landing.md §1.3–1.6).
+
+Overdamped and underdamped dynamics, each with landing, Newton projection or
+no constraint handling, are settings of the same loops: the step only differs
+in how the tangent move ``y`` is returned to Σ (``constrain``). Everything stays
+on the tensors' device; the landing loops never read a value back to the host.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+import torch
+from torch import Tensor
+
+from cdcore.constraints import Constraint
+
+Handling = Literal["landing", "projection", "none", "reject"]
+DynamicsKind = Literal["overdamped", "underdamped"]
+ScoreFn = Callable[[Tensor, Optional[Tensor], int], Tensor]  # (x, v or None, step index k)
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """σ(t) on t ∈ [0, T] discretised in N steps of Δt = T/N."""
+
+    kind: Literal["linear", "geometric", "constant"]
+    sigma_min: float
+    sigma_max: float
+    T: float
+    N: int
+
+    @property
+    def dt(self) -> float:
+        return self.T / self.N
+
+    def time(self, k: int) -> float:
+        return k * self.dt
+
+    def sigma(self, t: float) -> float:
+        if self.kind == "constant":
+            return self.sigma_max
+        if self.kind == "linear":
+            return self.sigma_min + (self.sigma_max - self.sigma_min) * t / self.T
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** (t / self.T)
+
+    def sigmas(self) -> list[float]:
+        """σ_k = σ(t_k) for k = 0..N (plain floats: no device traffic in the loops)."""
+        return [self.sigma(self.time(k)) for k in range(self.N + 1)]
+
+    def integrated_variance(self, t: float) -> float:
+        """∫_0^t σ(s)² ds: the variance of the forward noise accumulated by time t."""
+        a, b = self.sigma_min, self.sigma_max
+        if self.kind == "constant":
+            return b * b * t
+        if self.kind == "linear":
+            if b == a:
+                return a * a * t
+            slope = (b - a) / self.T
+            return ((a + slope * t) ** 3 - a**3) / (3 * slope)
+        r = math.log(b / a) / self.T
+        if r == 0:
+            return a * a * t
+        return a * a * (math.exp(2 * r * t) - 1) / (2 * r)
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """The switches that select one of the sampler family (OLLA, OLLA-P, ULLA, ULLA-P, ambient)."""
+
+    kind: DynamicsKind = "overdamped"
+    handling: Handling = "landing"
+    landing: Literal["explicit", "implicit"] = "implicit"
+    alpha: float = 50.0
+    gamma: float = 5.0
+    newton_tol: float = 1e-5
+    newton_max_iter: int = 30
+    terminal_projection: bool = True
+
+
+@dataclass
+class PathResult:
+    """Output of a simulation: points, which trajectories failed, and the work done."""
+
+    x: Tensor
+    dropped: Tensor
+    nfe: int = 0
+    newton_iters: Tensor | None = None
+    paths: Tensor | None = None
+
+    @property
+    def drop_rate(self) -> float:
+        return float(self.dropped.float().mean())
+
+
+def landing_rates(schedule: NoiseSchedule, cfg: DynamicsConfig) -> list[float]:
+    """Per-step explicit landing rate α σ_k² Δt (σ_k² Δt scaled by σ² again for underdamped time)."""
+    return [cfg.alpha * s * s * schedule.dt for s in schedule.sigmas()[: schedule.N]]
+
+
+def check_landing_stability(schedule: NoiseSchedule, cfg: DynamicsConfig) -> list[bool]:
+    """Which steps must fall back to the implicit step; warn once if any.
+
+    Explicit landing multiplies the residual by (1 − rate) per step: for
+    rate >= 2 it grows, so those steps take the always-stable implicit step.
+    """
+    if cfg.handling != "landing" or cfg.landing == "implicit":
+        return [True] * schedule.N
+    rates = landing_rates(schedule, cfg)
+    unstable = [r >= 2.0 for r in rates]
+    if any(unstable):
+        warnings.warn(
+            f"explicit landing is unstable (alpha*sigma^2*dt >= 2, up to {max(rates):.2f}) on "
+            f"{sum(unstable)} of {schedule.N} steps; those steps take the implicit landing step",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return unstable
+
+
+def constrain(
+    constraint: Constraint,
+    x: Tensor,
+    y: Tensor,
+    cfg: DynamicsConfig,
+    rate: float,
+    implicit: bool,
+) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Move from x by the tangent step y and return to Σ: (x_new, converged, newton_iters)."""
+    if cfg.handling == "none":
+        return x + y, None, None
+    if cfg.handling == "reject":
+        # Metropolis / reflected step (Fishman et al. 2023): land on the equalities, refuse moves that leave
+        # the inequality set, keeping the current point; needs only a membership oracle for g.
+        if constraint.n_eq:
+            none_active = torch.zeros(x.shape[0], constraint.n_ineq, dtype=torch.bool, device=x.device)
+            z = constraint.land_implicit(x, y, active=none_active)
+        else:
+            z = x + y
+        inside = (constraint.g(z) <= 0).all(dim=1) & torch.isfinite(z).all(dim=1)
+        return torch.where(inside.unsqueeze(1), z, x), None, None
+    if cfg.handling == "projection":
+        proj = constraint.project(x, y, tol=cfg.newton_tol, max_iter=cfg.newton_max_iter)
+        return proj.x, proj.converged, proj.iterations
+    if implicit:
+        return constraint.land_implicit(x, y), None, None
+    return constraint.land_explicit(x, y, rate), None, None
+
+
+def _tangent(constraint: Constraint, cfg: DynamicsConfig, x: Tensor, v: Tensor) -> Tensor:
+    """Tangent part of v; ambient dynamics ("none") move freely, rejection moves along the equalities only."""
+    if cfg.handling == "none":
+        return v
+    if cfg.handling == "reject":
+        if constraint.n_eq == 0:
+            return v
+        none_active = torch.zeros(x.shape[0], constraint.n_ineq, dtype=torch.bool, device=x.device)
+        return constraint.tangent(x, v, constraint.geometry(x, none_active))
+    return constraint.tangent(x, v)
+
+
+def _velocity(constraint: Constraint, cfg: DynamicsConfig, x_new: Tensor, x_old: Tensor, scale: float) -> Tensor:
+    """Velocity reconstructed from positions, v = P(x_new)(x_new − x_old)/scale (landing.md §1.6)."""
+    return _tangent(constraint, cfg, x_new, (x_new - x_old) / scale)
+
+
+@torch.no_grad()
+def forward_paths(
+    constraint: Constraint,
+    x0: Tensor,
+    schedule: NoiseSchedule,
+    cfg: DynamicsConfig,
+    generator: Optional[torch.Generator] = None,
+    keep_paths: bool = True,
+) -> PathResult:
+    """Simulate the constrained noising process from data, returning paths (B, N+1, d).
+
+    The last step ends with one Newton projection (landing leaves an O(residual)
+    offset); trajectories whose projection fails are flagged in ``dropped``.
+    """
+    implicit = check_landing_stability(schedule, cfg)
+    sig, dt = schedule.sigmas(), schedule.dt
+    x = x0
+    dropped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    newton = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    out = [x] if keep_paths else None
+    v = None
+    if cfg.kind == "underdamped":
+        v = _tangent(constraint, cfg, x, torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+    for k in range(schedule.N):
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if cfg.kind == "overdamped":
+            y = _tangent(constraint, cfg, x, sig[k] * math.sqrt(dt) * noise)
+        else:
+            hk = sig[k] ** 2 * dt
+            a = math.exp(-cfg.gamma * hk)
+            v_new = a * v + math.sqrt(1 - a * a) * noise
+            y = hk * _tangent(constraint, cfg, x, v_new)
+        x_new, ok, it = constrain(constraint, x, y, cfg, cfg.alpha * sig[k] ** 2 * dt, implicit[k])
+        if k == schedule.N - 1 and cfg.terminal_projection and cfg.handling == "landing":
+            proj = constraint.project(x_new, tol=cfg.newton_tol, max_iter=cfg.newton_max_iter)
+            x_new, ok, it = proj.x, proj.converged, proj.iterations
+        if ok is not None:
+            dropped |= ~ok
+            newton += it
+        if cfg.kind == "underdamped":
+            v = _velocity(constraint, cfg, x_new, x, sig[k] ** 2 * dt)
+        x = x_new
+        if keep_paths:
+            out.append(x)
+    paths = torch.stack(out, dim=1) if keep_paths else None
+    return PathResult(x=x, dropped=dropped, newton_iters=newton, paths=paths)
+
+
+@torch.no_grad()
+def sample(
+    score: ScoreFn,
+    constraint: Constraint,
+    schedule: NoiseSchedule,
+    cfg: DynamicsConfig,
+    n: int,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    x_init: Optional[Tensor] = None,
+) -> PathResult:
+    """Backward (denoising) sampling from the prior on Σ to data, k = N−1 … 0.
+
+    Overdamped (landing.md §1.4): y = P(x)[½σ_k² s_θ(x, t_{k+1}) Δt + σ_k √Δt ξ].
+    Underdamped (§1.6): v' = a_k v̂ + h_k s_θ([x, v̂], t_{k+1}) + √(1−a_k²) ξ,
+    x ← x − h_k P(x) v', with v̂ reconstructed from the last two positions.
+    σ is taken at the earlier time t_k and the network at t_{k+1}, as in the loss.
+    """
+    implicit = check_landing_stability(schedule, cfg)
+    sig, dt = schedule.sigmas(), schedule.dt
+    x = constraint.sample_prior(n, generator=generator, device=device).to(dtype) if x_init is None else x_init
+    dropped = torch.zeros(n, dtype=torch.bool, device=x.device)
+    newton = torch.zeros(n, dtype=torch.long, device=x.device)
+    v = None
+    if cfg.kind == "underdamped":
+        v = _tangent(constraint, cfg, x, torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+    for k in range(schedule.N - 1, -1, -1):
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if cfg.kind == "overdamped":
+            drift = 0.5 * sig[k] ** 2 * dt * score(x, None, k + 1)
+            y = _tangent(constraint, cfg, x, drift + sig[k] * math.sqrt(dt) * noise)
+        else:
+            hk = sig[k] ** 2 * dt
+            a = math.exp(-cfg.gamma * hk)
+            v_new = a * v + hk * score(x, v, k + 1) + math.sqrt(1 - a * a) * noise
+            y = -hk * _tangent(constraint, cfg, x, v_new)
+        x_new, ok, it = constrain(constraint, x, y, cfg, cfg.alpha * sig[k] ** 2 * dt, implicit[k])
+        if ok is not None:
+            dropped |= ~ok
+            newton += it
+        if cfg.kind == "underdamped":
+            # forward-time velocity at the new point, as the loss conditions on it
+            v = _tangent(constraint, cfg, x_new, (x - x_new) / (sig[k] ** 2 * dt))
+        x = x_new
+    if cfg.terminal_projection and cfg.handling in ("landing", "none", "reject"):
+        proj = constraint.project(x, tol=cfg.newton_tol, max_iter=cfg.newton_max_iter)
+        x = proj.x
+        dropped |= ~proj.converged
+        newton += proj.iterations
+    return PathResult(x=x, dropped=dropped, nfe=schedule.N, newton_iters=newton)

@@ -1,0 +1,1 @@
+"""Methods: each a training function and a sampler built on constraints and dynamics."""

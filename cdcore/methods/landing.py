@@ -1,0 +1,275 @@
+"""Landing diffusion: path-NLL training (landing.md §1.5–1.6) and sampling.
+
+Training simulates constrained forward paths from the data, caches them, and
+fits s_θ by the Gaussian negative log-likelihood of each true forward step under
+the tangent backward kernel. The loss is a sum over the N steps; each
+optimiser step estimates it without bias from random (path, step) pairs,
+N · mean_k, so a batch costs ``batch_size`` network calls instead of B·N.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
+
+from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
+from cdcore.constraints import Constraint
+from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, forward_paths, sample
+from cdcore.nets import ScoreModel
+from cdcore.checkpoint import load_checkpoint, save_checkpoint
+
+
+class DivergenceError(RuntimeError):
+    """Training or sampling produced NaN/Inf; the message says where and what was kept."""
+
+
+def schedule_from(cfg: ScheduleCfg) -> NoiseSchedule:
+    return NoiseSchedule(kind=cfg.kind, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, T=cfg.T, N=cfg.N)
+
+
+def dynamics_from(cfg: DynamicsCfg, handling: str = "landing") -> DynamicsConfig:
+    return DynamicsConfig(
+        kind=cfg.kind,
+        handling=handling,  # type: ignore[arg-type]
+        landing=cfg.landing,
+        alpha=cfg.alpha,
+        gamma=cfg.gamma,
+        newton_tol=cfg.newton_tol,
+        newton_max_iter=cfg.newton_max_iter,
+    )
+
+
+def build_model(dim: int, schedule: NoiseSchedule, dyn: DynamicsCfg, model: ModelCfg, seed: int = 0) -> ScoreModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ScoreModel(dim, schedule, kind=dyn.kind, gamma=dyn.gamma, hidden=model.hidden,
+                          depth=model.depth, time_features=model.time_features)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible; set device: auto or cpu")
+    return torch.device(name)
+
+
+# ----- losses ---------------------------------------------------------------
+Projector = Callable[[Tensor], Tensor]
+
+
+def _projector(constraint: Constraint, x: Tensor, ambient: bool) -> Projector:
+    """P(x)· with the geometry computed once (no gradient through it); identity for ambient diffusion."""
+    if ambient:
+        return lambda v: v
+    with torch.no_grad():
+        geo = constraint.geometry(x)
+    return lambda v: constraint.tangent(x, v, geo)
+
+
+def overdamped_step_loss(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule,
+                         paths: Tensor, idx: Tensor, k: Tensor, ambient: bool = False) -> Tensor:
+    """½‖P(x_{k+1})(x_k − x_{k+1} − ½σ_k²Δt s_θ(x_{k+1}, t_{k+1}))‖² / (σ_k²Δt) per (path, k)."""
+    dt = schedule.dt
+    sig = torch.tensor(schedule.sigmas(), device=paths.device, dtype=paths.dtype)[k].unsqueeze(1)
+    x_k, x_k1 = paths[idx, k], paths[idx, k + 1]
+    s = model(x_k1, None, k + 1)
+    P = _projector(constraint, x_k1, ambient)
+    r = P(x_k - x_k1 - 0.5 * sig**2 * dt * s) / (sig * math.sqrt(dt))
+    return 0.5 * r.pow(2).sum(dim=1)
+
+
+def underdamped_step_loss(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, gamma: float,
+                          paths: Tensor, idx: Tensor, k: Tensor, generator: Optional[torch.Generator] = None,
+                          ambient: bool = False) -> Tensor:
+    """Kinetic path loss (landing.md §1.6) with velocities reconstructed from positions."""
+    N, dt = schedule.N, schedule.dt
+    sigmas = torch.tensor(schedule.sigmas(), device=paths.device, dtype=paths.dtype)
+    h = (sigmas[k] ** 2 * dt).unsqueeze(1)
+    a = torch.exp(-gamma * h)
+    x_k, x_k1 = paths[idx, k], paths[idx, k + 1]
+    x_k2 = paths[idx, torch.clamp(k + 2, max=N)]
+    h_next = (sigmas[torch.clamp(k + 1, max=N - 1)] ** 2 * dt).unsqueeze(1)
+    P = _projector(constraint, x_k1, ambient)
+    with torch.no_grad():
+        noise = torch.randn(x_k1.shape, generator=generator, device=x_k1.device, dtype=x_k1.dtype)
+        v_raw = torch.where((k + 1 < N).unsqueeze(1), (x_k2 - x_k1) / h_next, noise)
+        v_hat = P(v_raw)
+    s = model(x_k1, v_hat, k + 1)
+    mu = x_k1 - h * (a * v_hat + h * s)
+    r = P(x_k - mu) / (torch.sqrt(1 - a * a) * h)
+    return 0.5 * r.pow(2).sum(dim=1)
+
+
+def path_loss_terms(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn: DynamicsConfig,
+                    paths: Tensor, idx: Tensor, k: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    ambient = dyn.handling == "none"
+    if dyn.kind == "overdamped":
+        return overdamped_step_loss(model, constraint, schedule, paths, idx, k, ambient)
+    return underdamped_step_loss(model, constraint, schedule, dyn.gamma, paths, idx, k, generator, ambient)
+
+
+@torch.no_grad()
+def full_path_loss(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn: DynamicsConfig,
+                   paths: Tensor, seed: int = 0, chunk: int = 65536) -> float:
+    """Exact Σ_k over every step of every path, averaged over paths (for validation)."""
+    B, N = paths.shape[0], schedule.N
+    idx = torch.arange(B, device=paths.device).repeat_interleave(N)
+    k = torch.arange(N, device=paths.device).repeat(B)
+    gen = torch.Generator(device=paths.device).manual_seed(seed)
+    total = torch.zeros((), device=paths.device, dtype=paths.dtype)
+    for s in range(0, len(idx), chunk):
+        total = total + path_loss_terms(model, constraint, schedule, dyn, paths, idx[s:s + chunk], k[s:s + chunk], gen).sum()
+    return float(total) / B
+
+
+# ----- training -------------------------------------------------------------
+@dataclass
+class TrainOutcome:
+    model: ScoreModel
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+    wall_s: float = 0.0
+
+
+ProgressFn = Callable[[int, dict], None]
+
+
+def _ema_with_warmup(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """EMA whose decay ramps up as (1+n)/(10+n): short runs are not dominated by the initial weights."""
+
+    def avg(avg_param: Tensor, param: Tensor, num_averaged: Tensor) -> Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return d * avg_param + (1.0 - d) * param
+
+    return avg
+
+
+def _simulate(constraint: Constraint, x: Tensor, schedule: NoiseSchedule, dyn: DynamicsConfig, seed: int) -> Tensor:
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    res = forward_paths(constraint, x, schedule, dyn, generator=gen)
+    if dyn.handling == "none":
+        return res.paths
+    keep = ~res.dropped
+    if bool(res.dropped.any()):
+        warnings.warn(f"{int(res.dropped.sum())} of {len(keep)} forward paths failed their terminal projection "
+                      "and are left out of this refresh", RuntimeWarning, stacklevel=2)
+    if not bool(keep.any()):
+        raise DivergenceError("every forward path failed its terminal projection; check the constraint and the schedule")
+    paths = res.paths[keep]
+    if not bool(torch.isfinite(paths).all()):
+        raise DivergenceError("forward paths contain NaN/Inf; lower sigma_max or alpha, or use implicit landing")
+    return paths
+
+
+def train_landing(
+    constraint: Constraint,
+    x_train: Tensor,
+    x_val: Tensor,
+    schedule: NoiseSchedule,
+    dyn_cfg: DynamicsCfg,
+    model_cfg: ModelCfg,
+    cfg: TrainCfg,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    checkpoint_path: Optional[str | Path] = None,
+    on_progress: Optional[ProgressFn] = None,
+    handling: str = "landing",
+) -> TrainOutcome:
+    """Fit s_θ on cached constrained forward paths; returns the EMA model.
+
+    Every source of randomness is a function of (seed, step), so a run resumed
+    from ``checkpoint_path`` ends with the same weights as an uninterrupted one.
+    """
+    device = torch.device(device)
+    dyn = dynamics_from(dyn_cfg, handling)  # "none": the ambient (unconstrained) baseline, same loss with P = I
+    x_train, x_val = x_train.to(device), x_val.to(device)
+    model = build_model(constraint.dim, schedule, dyn_cfg, model_cfg, seed).to(device)
+    ema = AveragedModel(model, avg_fn=_ema_with_warmup(cfg.ema))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # cosine decay to 10 % of lr: the last steps average out minibatch noise
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    start, history = 0, []
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = int(state["step"]), list(state["history"])
+    resumed_from = start
+    val_paths = _simulate(constraint, x_val[: cfg.val_paths], schedule, dyn, seed=seed + 7919)
+    paths = None
+    t0 = time.perf_counter()
+    log_every = max(1, cfg.steps // 20)
+    running, n_acc = 0.0, 0
+    for step in range(start, cfg.steps):
+        if paths is None or step % cfg.refresh_every == 0:
+            refresh = step // cfg.refresh_every
+            paths = _simulate(constraint, x_train, schedule, dyn, seed=seed * 1_000_003 + refresh)
+        gen = torch.Generator(device=device).manual_seed(seed * 7_777_777 + step)
+        idx = torch.randint(0, paths.shape[0], (cfg.batch_size,), generator=gen, device=device)
+        k = torch.randint(0, schedule.N, (cfg.batch_size,), generator=gen, device=device)
+        loss = schedule.N * path_loss_terms(model, constraint, schedule, dyn, paths, idx, k, gen).mean()
+        if not bool(torch.isfinite(loss)):
+            where = f"; last good checkpoint kept at {checkpoint_path}" if checkpoint_path else ""
+            raise DivergenceError(f"training loss is {float(loss)} at step {step}{where}. "
+                                  "Lower train.lr or train.grad_clip, or check the data for outliers")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update_parameters(model)
+        running += float(loss.detach())
+        n_acc += 1
+        done = step + 1
+        if done % log_every == 0 or done == cfg.steps:
+            row = {"step": done, "loss": running / n_acc, "lr": opt.param_groups[0]["lr"]}
+            running, n_acc = 0.0, 0
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                row["val_loss"] = full_path_loss(ema.module, constraint, schedule, dyn, val_paths, seed=seed)
+            row["elapsed_s"] = time.perf_counter() - t0
+            history.append(row)
+            if on_progress:
+                on_progress(done, row)
+        if checkpoint_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(checkpoint_path, {
+                "step": done, "model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
+            })
+    return TrainOutcome(model=ema.module.eval(), history=history, resumed_from=resumed_from,
+                        wall_s=time.perf_counter() - t0)
+
+
+# ----- sampling -------------------------------------------------------------
+def sample_landing(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn_cfg: DynamicsCfg,
+                   n: int, handling: str = "landing", seed: int = 0, device: torch.device | str = "cpu",
+                   batch_size: int = 100_000, prior: Optional[Callable[[int, torch.Generator], Tensor]] = None,
+                   terminal_projection: bool = True) -> PathResult:
+    """Draw n samples in batches; ``handling`` switches landing (OLLA/ULLA) and projection (-P)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    dyn = dynamics_from(dyn_cfg, handling)
+    if not terminal_projection:
+        from dataclasses import replace
+
+        dyn = replace(dyn, terminal_projection=False)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    parts = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        x0 = prior(m, gen) if prior is not None else None
+        parts.append(sample(model, constraint, schedule, dyn, m, generator=gen, device=device, x_init=x0))
+    x = torch.cat([p.x for p in parts])
+    return PathResult(x=x, dropped=torch.cat([p.dropped for p in parts]), nfe=schedule.N,
+                      newton_iters=torch.cat([p.newton_iters for p in parts]))

@@ -1,0 +1,107 @@
+"""params.yaml validation: bad input fails before work starts, naming the key and the fix."""
+
+import copy
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cdcore.config import ConfigError, load_params, parse_params
+from tests.conftest import REPO, TINY_PARAMS
+
+
+def base() -> dict:
+    return yaml.safe_load(TINY_PARAMS)
+
+
+def test_repository_params_are_valid():
+    p = load_params(REPO / "params.yaml")
+    assert "earthquake" in p.datasets and "vmf" in p.datasets
+
+
+def test_unknown_key_is_named():
+    raw = base()
+    raw["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: unknown key"):
+        parse_params(raw)
+
+
+def test_out_of_range_value_names_key_value_and_rule():
+    raw = base()
+    raw["train"]["lr"] = -1.0
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    msg = str(e.value)
+    assert "train.lr = -1.0" in msg and "greater than 0" in msg
+
+
+def test_cross_field_rules():
+    raw = base()
+    raw["schedule"].update(sigma_min=2.0, sigma_max=1.0)
+    with pytest.raises(ConfigError, match="sigma_max"):
+        parse_params(raw)
+    raw = base()
+    raw["split"] = {"train": 0.8, "val": 0.3, "test": 0.1}
+    with pytest.raises(ConfigError, match="must be 1"):
+        parse_params(raw)
+
+
+def test_unknown_constraint_lists_the_library():
+    raw = base()
+    raw["datasets"]["volcano"]["constraint"] = "klein_bottle"
+    with pytest.raises(ConfigError, match="available: .*sphere"):
+        parse_params(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+# paths into the config and values that are wrong there (type or range)
+INVALID = {
+    ("seed",): [-1, "zero", 2.5, None],
+    ("train", "steps"): [0, -5, "many", 1.5],
+    ("train", "lr"): [0, -0.1, 2.0, "fast"],
+    ("train", "batch_size"): [0, "big"],
+    ("train", "ema"): [1.0, -0.1],
+    ("schedule", "N"): [0, 10**6, "a"],
+    ("schedule", "kind"): ["cosine", 3],
+    ("schedule", "T"): [0, -1],
+    ("dynamics", "landing"): ["semi", None],
+    ("dynamics", "alpha"): [0, -3],
+    ("model", "hidden"): [0, 4, 10**6],
+    ("sample", "samplers"): [[], ["landing", "landing"], ["magic"]],
+    ("sample", "n_samples"): [0],
+    ("datasets",): [{}, [], "vmf"],
+    ("datasets", "vmf", "kind"): ["gaussian"],
+    ("datasets", "vmf", "n"): [5],
+    ("method",): ["diffusion"],
+    ("evaluate", "bins"): [1],
+    ("tracking", "model_name"): ["has space", ""],
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(sorted(INVALID.items())).flatmap(lambda kv: st.tuples(st.just(kv[0]), st.sampled_from(kv[1]))),
+       st.text(alphabet="abcdefghij_", min_size=1, max_size=8))
+def test_random_invalid_configurations_give_config_errors(case, junk_key):
+    """Any single bad value, or an extra unknown key anywhere, is a ConfigError naming that key."""
+    path, value = case
+    raw = copy.deepcopy(base())
+    node = raw
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    assert path[0] in str(e.value)
+    raw2 = copy.deepcopy(base())
+    raw2["train"][f"zz_{junk_key}"] = 1
+    with pytest.raises(ConfigError, match=f"train.zz_{junk_key}: unknown key"):
+        parse_params(raw2)

@@ -1,0 +1,177 @@
+"""Landing diffusion: forward paths, the path loss, training, resume, and the samplers."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
+from cdcore.constraints import Sphere
+from cdcore.data.synthetic import vmf_mixture
+from cdcore.dynamics import DynamicsConfig, NoiseSchedule, forward_paths, sample
+from cdcore.methods.landing import (
+    DivergenceError,
+    build_model,
+    sample_landing,
+    schedule_from,
+    train_landing,
+)
+
+S2 = Sphere(3)
+
+
+def vmf_tensors(n=1200, kappa=50.0, seed=0):
+    x, means = vmf_mixture(n, 1, kappa, seed)
+    x = torch.tensor(x, dtype=torch.float32)
+    return x[: int(0.8 * n)], x[int(0.8 * n):], torch.tensor(means[0], dtype=torch.float32)
+
+
+def test_schedule_integrated_variance_matches_quadrature():
+    for kind in ("linear", "geometric", "constant"):
+        s = NoiseSchedule(kind, 0.1, 2.0, 3.0, 10)
+        t = 1.7
+        grid = torch.linspace(0, t, 20001, dtype=torch.float64)
+        quad = torch.trapezoid(torch.tensor([s.sigma(float(u)) ** 2 for u in grid]), grid)
+        assert s.integrated_variance(t) == pytest.approx(float(quad), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["overdamped", "underdamped"])
+@pytest.mark.parametrize("landing", ["explicit", "implicit"])
+def test_forward_paths_stay_on_the_sphere(kind, landing):
+    """Explicit landing holds the residual near E|ξ_T|²/(2α) (tangent steps push out by |y|²/2, landing
+    removes a fraction α σ² Δt per step); the implicit step removes it at every step."""
+    x0, _, mu = vmf_tensors()
+    sched = NoiseSchedule("linear", 0.01, 1.0, 4.0, 100)
+    alpha = 40.0  # largest rate 40 * 1 * 0.04 = 1.6 < 2: stable
+    res = forward_paths(S2, x0, sched, DynamicsConfig(kind=kind, landing=landing, alpha=alpha))
+    assert res.paths.shape == (len(x0), 101, 3)
+    assert res.drop_rate == 0.0
+    assert S2.violation(res.x).max() < 1e-5          # after the terminal projection
+    along = S2.violation(res.paths.reshape(-1, 3))
+    if landing == "explicit":
+        assert along.mean() < 1.0 / alpha and along.max() < 0.5
+    else:
+        assert along.max() < 1e-5
+    # noising spreads the data: the mean direction decays
+    assert (res.x @ mu).mean() < 0.8 * (x0 @ mu).mean()
+
+
+def test_unstable_explicit_landing_warns_and_takes_the_implicit_step():
+    sched = NoiseSchedule("linear", 0.01, 1.0, 4.0, 100)  # alpha sigma^2 dt up to 60*0.98*0.04 = 2.35
+    cfg = DynamicsConfig(landing="explicit", alpha=60.0)
+    x0, _, _ = vmf_tensors(200)
+    with pytest.warns(RuntimeWarning, match="explicit landing is unstable"):
+        res = forward_paths(S2, x0, sched, cfg)
+    # at rate 2.35 an explicit step would multiply the residual by -1.35 per step and blow up
+    assert S2.violation(res.paths.reshape(-1, 3)).max() < 0.5
+
+
+def test_zero_score_sampler_keeps_the_uniform_prior_uniform():
+    """With s = 0 the backward chain is a tangent random walk from the uniform law: it must stay uniform."""
+    sched = NoiseSchedule("linear", 0.01, 1.0, 4.0, 40)
+    res = sample(lambda x, v, k: torch.zeros_like(x), S2, sched, DynamicsConfig(), 20000,
+                 generator=torch.Generator().manual_seed(0))
+    assert res.drop_rate == 0.0 and res.nfe == 40
+    assert S2.violation(res.x).max() < 1e-5
+    assert res.x.mean(0).norm() < 0.03
+    cov = res.x.T @ res.x / len(res.x)
+    assert torch.allclose(cov, torch.eye(3) / 3, atol=0.02)
+
+
+def _tiny(kind="overdamped", steps=300):
+    if kind == "overdamped":
+        sc = ScheduleCfg(N=20)
+        dc = DynamicsCfg()
+    else:
+        sc = ScheduleCfg(sigma_min=0.1, sigma_max=2.0, T=2.0, N=10)
+        dc = DynamicsCfg(kind="underdamped")
+    tc = TrainCfg(steps=steps, batch_size=256, refresh_every=100, val_every=100, val_paths=64, checkpoint_every=50)
+    return sc, dc, ModelCfg(hidden=64, depth=2, time_features=4), tc
+
+
+@pytest.mark.parametrize("kind", ["overdamped", "underdamped"])
+def test_tiny_training_lowers_the_path_loss_and_concentrates_samples(kind):
+    train, val, mu = vmf_tensors()
+    sc, dc, mc, tc = _tiny(kind)
+    sched = schedule_from(sc)
+    untrained = build_model(3, sched, dc, mc)
+    from cdcore.methods.landing import _simulate, dynamics_from, full_path_loss
+    val_paths = _simulate(S2, val[:64], sched, dynamics_from(dc), seed=7919)
+    before = full_path_loss(untrained, S2, sched, dynamics_from(dc), val_paths)
+    out = train_landing(S2, train, val, sched, dc, mc, tc, seed=0)
+    after = out.history[-1]["val_loss"]
+    assert after < before - 1.0, (before, after)
+    for handling in ("landing", "projection"):
+        res = sample_landing(out.model, S2, sched, dc, 1000, handling=handling, seed=1)
+        kept = res.x[~res.dropped]
+        assert S2.violation(kept).max() < 1e-5
+        # uniform on S^2 has E[mu.x] = 0; the data has ~0.98
+        assert (kept @ mu).mean() > 0.5
+    assert sample_landing(out.model, S2, sched, dc, 500, seed=1).drop_rate == 0.0
+
+
+def test_resumed_training_ends_with_the_same_weights(tmp_path):
+    train, val, _ = vmf_tensors(600)
+    sc, dc, mc, tc = _tiny(steps=60)
+    tc = tc.model_copy(update={"checkpoint_every": 20, "refresh_every": 30})
+    sched = schedule_from(sc)
+    full = train_landing(S2, train, val, sched, dc, mc, tc, seed=3)
+
+    class Killed(Exception):
+        pass
+
+    def die(step, row):
+        if step >= 45:
+            raise Killed
+
+    ckpt = tmp_path / "run.ckpt"
+    tc_log = tc.model_copy(update={"val_every": 1000})
+    with pytest.raises(Killed):
+        train_landing(S2, train, val, sched, dc, mc, tc_log, seed=3, checkpoint_path=ckpt, on_progress=die)
+    resumed = train_landing(S2, train, val, sched, dc, mc, tc_log, seed=3, checkpoint_path=ckpt)
+    assert resumed.resumed_from == 40
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import cdcore.methods.landing as landing
+
+    train, val, _ = vmf_tensors(300)
+    sc, dc, mc, tc = _tiny(steps=30)
+    tc = tc.model_copy(update={"checkpoint_every": 10})
+    real = landing.path_loss_terms
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if calls["n"] > 15 else out
+
+    monkeypatch.setattr(landing, "path_loss_terms", poisoned)
+    ckpt = tmp_path / "c.ckpt"
+    with pytest.raises(DivergenceError, match=r"nan at step 15.*last good checkpoint"):
+        train_landing(S2, train, val, schedule_from(sc), dc, mc, tc, checkpoint_path=ckpt)
+    assert torch.load(ckpt, weights_only=True)["step"] == 10
+
+
+@pytest.mark.parametrize("constraint_name,kind,landing", [
+    ("sphere", "overdamped", "implicit"), ("sphere", "underdamped", "explicit"),
+    ("so10", "overdamped", "explicit"), ("dipeptide", "overdamped", "implicit")])
+def test_landing_sampling_loop_never_reads_back_to_the_host(constraint_name, kind, landing):
+    """No .item()/bool() inside the step loop (PyTorch profiler): on a GPU every step stays queued on the device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cdcore.constraints import make
+
+    c = make(constraint_name)
+    sched = NoiseSchedule("linear", 0.1, 1.0, 1.0, 5)
+    cfg = DynamicsConfig(kind=kind, landing=landing, alpha=1.0, terminal_projection=False)
+    x0 = c.sample_prior(16, generator=torch.Generator().manual_seed(0))
+    score = lambda x, v, k: -0.1 * x  # noqa: E731
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        res = sample(score, c, sched, cfg, 16, x_init=x0)
+    names = [e.name for e in prof.events()]
+    assert "aten::_local_scalar_dense" not in names, [n for n in names if "scalar" in n or "item" in n]
+    assert torch.isfinite(res.x).all()
