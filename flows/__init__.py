@@ -1,0 +1,28 @@
+"""Orchestration around cdcore: stage functions, the Prefect flow, the command line.
+
+Importing this package sets offline-safe defaults (telemetry off, Prefect's
+home and MLflow's store inside the project folder) unless the user set them.
+"""
+
+import os
+from pathlib import Path
+
+
+def _defaults() -> None:
+    cwd = Path.cwd()
+    for key, value in {
+        "PREFECT_HOME": str(cwd / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_TRACKING_URI": "sqlite:///mlruns.db",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+_defaults()

@@ -1,0 +1,116 @@
+"""`cdcore bench landing`: every benchmark × sampler in one process, ratios, JSON, MLflow rows.
+
+The same work is also a Prefect flow (`bench_flow`) that maps one task per benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Optional
+
+import torch
+from prefect import flow, task
+
+from cdcore import benchmarks
+from cdcore.bench import run_benchmark
+from cdcore.data.io import write_text_atomic
+from cdcore.methods.landing import resolve_device
+from flows import tracking
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ["benchmark", "sampler", "dynamics", "device", "n_samples", "jsd", "mmd", "violation_max", "drop_rate",
+           "nfe", "newton_iters", "wall_s", "peak_mem_mb"]
+
+
+def default_paths(root: Path) -> benchmarks.Paths:
+    shared = os.environ.get("CDCORE_SHARED")
+    shared_path = Path(shared) if shared else (REPO.parent / "shared")
+    return benchmarks.Paths(assets=root / "assets", shared=shared_path if shared_path.is_dir() else None)
+
+
+def _log_rows(result: dict, parent_run_id: Optional[str]) -> None:
+    if not tracking.enabled():
+        return
+    with tracking.stage_run("bench", result["benchmark"], parent_run_id, experiment="cdcore-bench") as run:
+        if run is None:
+            return
+        for r in result["rows"]:
+            tracking.log_metrics({f"{r['sampler']}.{k}": v for k, v in r.items() if isinstance(v, (int, float))})
+        tracking.log_metrics({f"ratio.{k}": v for k, v in result["ratios"].items()})
+
+
+def run_all(scale: str, device: str, only: Optional[list[str]], root: Path, seed: int = 0,
+            parent_run_id: Optional[str] = None) -> dict:
+    dev = resolve_device(device)
+    names = only or list(benchmarks.BENCHMARKS)
+    paths = default_paths(root)
+    results = []
+    for name in names:
+        bench = benchmarks.get(name)
+        print(f"[bench] {name} ({scale}, {dev})", flush=True)
+        res = run_benchmark(bench, scale, dev, paths, seed=seed)
+        if res.get("skipped"):
+            print(f"  skipped: {res['skipped']}", flush=True)
+        results.append(res)
+        _log_rows(res, parent_run_id)
+    return finish(results, scale, dev, root)
+
+
+def finish(results: list[dict], scale: str, dev: torch.device, root: Path) -> dict:
+    report = {
+        "scale": scale, "device": str(dev), "torch": torch.__version__, "host": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "rows": [r for res in results for r in res["rows"]],
+        "ratios": {res["benchmark"]: res["ratios"] for res in results if not res.get("skipped")},
+        "skipped": {res["benchmark"]: res["skipped"] for res in results if res.get("skipped")},
+    }
+    out = root / "reports" / "bench" / "landing.json"
+    write_text_atomic(out, json.dumps(report, indent=1, default=_json_default))
+    return report
+
+
+def _json_default(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return str(v)
+
+
+def format_report(report: dict) -> str:
+    fmt = {"jsd": "{:.3f}", "mmd": "{:.4f}", "violation_max": "{:.1e}", "drop_rate": "{:.3f}", "newton_iters": "{:.1f}",
+           "wall_s": "{:.3f}", "peak_mem_mb": "{:.0f}"}
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in report["rows"]:
+        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in COLUMNS) + " |")
+    lines.append("")
+    lines.append("| benchmark | landing/unconstrained wall | projection/landing wall (OD) | (UD) | landing/projection quality "
+                 "| ULLA NFE/OLLA NFE | ULLA - OLLA quality | floor (train vs test) |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, q in report["ratios"].items():
+        lines.append(f"| {name} | {q['landing_over_unconstrained_wall']:.2f} | {q['projection_over_landing_wall']:.2f} | "
+                     f"{q['ulla_projection_over_landing_wall']:.2f} | {q['landing_quality_over_projection']:.2f} | "
+                     f"{q['ulla_nfe_over_olla']:.2f} | {q['ulla_quality_minus_olla']:+.3f} | {q['quality_floor_train_vs_test']:.3f} |")
+    for name, why in report["skipped"].items():
+        lines.append(f"\nskipped {name}: {why}")
+    return "\n".join(lines)
+
+
+@task(name="bench-benchmark")
+def bench_task(name: str, scale: str, device: str, root: str, seed: int, parent_run_id: Optional[str]) -> dict:
+    res = run_benchmark(benchmarks.get(name), scale, resolve_device(device), default_paths(Path(root)), seed=seed)
+    _log_rows(res, parent_run_id)
+    return res
+
+
+@flow(name="cdcore-bench-landing")
+def bench_flow(scale: str = "ci", device: str = "auto", only: Optional[list[str]] = None, root: str = ".",
+               seed: int = 0) -> dict:
+    """Fan out one mapped task per benchmark; each logs its rows to MLflow under one parent run."""
+    names = only or list(benchmarks.BENCHMARKS)
+    with tracking.pipeline_run("cdcore-bench", name=f"bench-landing-{scale}") as parent:
+        futures = bench_task.map(names, scale, device, root, seed, parent)
+        results = [f.result() for f in futures]
+    return finish(results, scale, resolve_device(device), Path(root))

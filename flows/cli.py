@@ -1,0 +1,215 @@
+"""The ``cdcore`` command: the whole pipeline (``cdcore run``) or one stage at a time.
+
+Every stage subcommand is what ``dvc.yaml`` calls, so ``dvc repro`` and
+``cdcore run`` share one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+import flows  # noqa: F401  (sets offline-safe environment defaults before prefect/mlflow import)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=(
+        "Constrained diffusion, orchestrated.\n\n"
+        "Start with `cdcore run`: it generates the data, trains a landing-diffusion model per data set, "
+        "samples with landing and with the Newton-projection baseline, evaluates, registers the models in "
+        "MLflow and writes reports/summary.json. Each stage also runs alone (`cdcore data`, `train`, `sample`, "
+        "`evaluate`, `register`, `report`), which is what `dvc repro` calls."
+    ),
+)
+
+ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="the parameter file (validated before any work starts)")
+DatasetOpt = typer.Option(None, "--dataset", "-d", help="data set name from params.yaml; repeat for several; default: all")
+RootOpt = typer.Option(".", "--root", help="project folder where data/, models/, samples/, reports/ are written")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _guarded(fn: Callable[[], object]) -> object:
+    from cdcore.checkpoint import CheckpointError
+    from cdcore.config import ConfigError
+    from cdcore.data.io import DataError
+    from cdcore.methods.landing import DivergenceError
+
+    try:
+        return fn()
+    except (ConfigError, DataError, DivergenceError, CheckpointError) as e:
+        _fail(str(e))
+    except KeyError as e:
+        _fail(str(e.args[0]) if e.args else repr(e))
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def _names(params, datasets: Optional[List[str]]) -> list[str]:
+    names = datasets or list(params.datasets)
+    for n in names:
+        params.dataset(n)
+    return names
+
+
+def _each(stage: str, params_path: str, datasets: Optional[List[str]], root: str) -> None:
+    from cdcore.config import load_params
+    from flows import stages
+
+    _setup_logging()
+
+    def go() -> None:
+        params = load_params(Path(root) / params_path)
+        fn = {"data": stages.run_data, "train": stages.run_train, "sample": stages.run_sample,
+              "evaluate": stages.run_evaluate, "register": stages.run_register}[stage]
+        for name in _names(params, datasets):
+            if stage == "train":
+                fn(params, name, Path(root), on_progress=lambda s, r, n=name: typer.echo(
+                    f"  train[{n}] step {s}: loss {r['loss']:.3f}" + (f", val {r['val_loss']:.3f}" if "val_loss" in r else "")
+                    + f" ({r['elapsed_s']:.0f}s)", err=True))
+            else:
+                fn(params, name, Path(root))
+
+    _guarded(go)
+
+
+@app.command()
+def run(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Run the whole pipeline as a Prefect flow and print the results table."""
+    from flows.pipeline import pipeline
+    from flows.stages import format_table
+
+    t0 = time.perf_counter()
+    summary = _guarded(lambda: pipeline(params_path=params, root=root, datasets=dataset))
+    typer.echo("\n" + format_table(summary["rows"]))
+    typer.echo(f"\nwrote {Path(root) / 'reports' / 'summary.json'} and reports/datasets/*_map.png "
+               f"in {time.perf_counter() - t0:.0f}s; registered: {summary.get('registered_versions')}")
+
+
+@app.command()
+def data(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Read or generate each data set, check its constraint, split 80/10/10, write data/<name>.h5."""
+    _each("data", params, dataset, root)
+
+
+@app.command()
+def train(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Train the landing score network (resumes from its checkpoint after a crash) -> models/<name>/."""
+    _each("train", params, dataset, root)
+
+
+@app.command()
+def sample(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Sample with landing and the Newton-projection baseline -> samples/<name>.h5."""
+    _each("sample", params, dataset, root)
+
+
+@app.command()
+def evaluate(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Score samples against the test split -> reports/datasets/<name>.json and a map PNG."""
+    _each("evaluate", params, dataset, root)
+
+
+@app.command()
+def register(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Register each trained sampler in MLflow and point the alias (default `candidate`) at it."""
+    _each("register", params, dataset, root)
+
+
+@app.command()
+def report(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Collect every data set's scores into reports/summary.json and print the table."""
+    from cdcore.config import load_params
+    from flows.stages import format_table, run_report
+
+    summary = _guarded(lambda: run_report(load_params(Path(root) / params), Path(root), dataset))
+    typer.echo(format_table(summary["rows"]))
+
+
+@app.command()
+def check(params: str = ParamsOpt, root: str = RootOpt) -> None:
+    """Validate params.yaml and print the data sets it defines."""
+    from cdcore.config import load_params
+
+    p = _guarded(lambda: load_params(Path(root) / params))
+    typer.echo(f"{params}: valid; method {p.method}; data sets: {', '.join(p.datasets)}")
+
+
+@app.command()
+def bench(
+    method: str = typer.Argument("landing", help="which suite: landing"),
+    scale: str = typer.Option("ci", "--scale", help="ci: minutes on a CPU; paper: the released sizes (use a GPU)"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="benchmark name; repeat for several; default: all"),
+    use_flow: bool = typer.Option(False, "--flow", help="run as a Prefect flow with one mapped task per benchmark"),
+    root: str = RootOpt,
+) -> None:
+    """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>.json."""
+    if method != "landing":
+        _fail(f"unknown benchmark suite {method!r}; available: landing")
+    if scale not in ("ci", "paper"):
+        _fail(f"--scale must be ci or paper, got {scale!r}")
+    from cdcore import benchmarks
+    from flows.bench import bench_flow, format_report, run_all
+
+    for name in only or []:
+        if name not in benchmarks.BENCHMARKS:
+            _fail(f"unknown benchmark {name!r}; available: {', '.join(benchmarks.BENCHMARKS)}")
+    if use_flow:
+        report = bench_flow(scale=scale, device=device, only=only, root=root)
+    else:
+        report = run_all(scale, device, only, Path(root))
+    typer.echo("\n" + format_report(report))
+    typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'landing.json'}")
+
+
+@app.command()
+def promote(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="data set whose registered sampler to promote"),
+    version: Optional[str] = typer.Option(None, "--version", help="model version; default: the one at --from-alias"),
+    from_alias: str = typer.Option("candidate", "--from-alias"),
+    alias: str = typer.Option("champion", "--alias"),
+    metric: str = typer.Option("landing.jsd", "--metric", help="primary metric, lower is better"),
+    constraint_metric: str = typer.Option("landing.violation_max", "--constraint-metric"),
+    tol: Optional[float] = typer.Option(None, "--tol", help="constraint tolerance; default evaluate.feasibility_tol"),
+    params: str = ParamsOpt,
+    root: str = RootOpt,
+) -> None:
+    """Move the alias `champion` to the candidate only if it is feasible and beats the current champion."""
+    from flows.promote import promote_dataset
+
+    d = _guarded(lambda: promote_dataset(dataset, params_path=params, root=root, version=version, from_alias=from_alias,
+                                         alias=alias, metric=metric, constraint_metric=constraint_metric, tol=tol))
+    typer.echo(f"{d.model} v{d.candidate}: {d.outcome.upper()}: {d.reason}")
+
+
+@app.command()
+def sweep(
+    params: str = ParamsOpt,
+    root: str = RootOpt,
+    address: Optional[str] = typer.Option(None, "--address", help="existing Dask scheduler (default: a local cluster)"),
+) -> None:
+    """Run the grid methods x data sets x seeds of the `sweep:` section on Dask, one MLflow run per point."""
+    from flows.sweep import sweep as sweep_flow
+
+    result = _guarded(lambda: sweep_flow(params_path=params, root=root, address=address))
+    typer.echo(f"sweep finished: {len(result.get('points', []))} points")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The Prefect flow: data -> train -> sample -> evaluate -> register, per data set, then a summary.
+
+Runs with no server (Prefect starts a temporary one) unless PREFECT_API_URL
+points at one. Tasks retry transient errors only; a deterministic failure
+(bad data, divergence, bad config) fails at once with its message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.context import TaskRunContext
+
+from cdcore.checkpoint import CheckpointError
+from cdcore.config import ConfigError, Params, load_params, parse_params
+from cdcore.data.io import DataError
+from cdcore.methods.landing import DivergenceError
+from flows import stages, tracking
+
+DETERMINISTIC = (ConfigError, DataError, DivergenceError, CheckpointError, ValueError, KeyError)
+
+
+def _retry_transient(task_, task_run, state) -> bool:
+    """Retry only errors that may pass (I/O, a busy database), never a deterministic failure."""
+    try:
+        state.result()
+    except DETERMINISTIC:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+_OUTPUT = {"data": "data", "train": "model", "sample": "samples"}
+_FINGERPRINT = {"data": stages.fp_data, "train": stages.fp_train, "sample": stages.fp_sample}
+
+
+def _cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> Optional[str]:
+    """Cache on the stage's inputs (params + upstream file hashes), and only while its output exists."""
+    stage = ctx.task.name.split("-")[0]
+    params = parse_params(args["params_raw"])
+    root, name = Path(args["root"]), args["name"]
+    out = getattr(stages.Layout(root), _OUTPUT[stage])(name)
+    if not out.exists():
+        return None
+    try:
+        return f"{stage}-{name}-{_FINGERPRINT[stage](params, name, root)}"
+    except FileNotFoundError:
+        return None
+
+
+def _task(stage: str):
+    return task(name=f"{stage}-stage", cache_key_fn=_cache_key, persist_result=True, retries=2,
+                retry_delay_seconds=2, retry_condition_fn=_retry_transient)
+
+
+@_task("data")
+def data_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str]) -> str:
+    return str(stages.run_data(parse_params(params_raw), name, Path(root), parent_run_id))
+
+
+@_task("train")
+def train_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> str:
+    logger = get_run_logger()
+
+    def progress(step: int, row: dict) -> None:
+        extra = f", val {row['val_loss']:.3f}" if "val_loss" in row else ""
+        logger.info("train[%s] step %d: loss %.3f%s (%.0fs)", name, step, row["loss"], extra, row["elapsed_s"])
+
+    return str(stages.run_train(parse_params(params_raw), name, Path(root), parent_run_id, on_progress=progress))
+
+
+@_task("sample")
+def sample_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> str:
+    return str(stages.run_sample(parse_params(params_raw), name, Path(root), parent_run_id))
+
+
+@task(name="evaluate-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient)
+def evaluate_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> list[dict]:
+    return stages.run_evaluate(parse_params(params_raw), name, Path(root), parent_run_id)
+
+
+@task(name="register-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient)
+def register_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: Any) -> Optional[str]:
+    return stages.run_register(parse_params(params_raw), name, Path(root), parent_run_id)
+
+
+@flow(name="cdcore-pipeline", log_prints=True)
+def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Optional[list[str]] = None) -> dict:
+    """Run every stage for every data set in params.yaml (or the ones named) and write the summary."""
+    logger = get_run_logger()
+    params: Params = load_params(Path(root) / params_path if not Path(params_path).is_absolute() else params_path)
+    raw = params.model_dump(mode="json")
+    names = datasets or list(params.datasets)
+    for n in names:
+        params.dataset(n)
+    with tracking.pipeline_run(params.tracking.experiment, tags={"cdcore.method": params.method}) as parent:
+        versions = {}
+        for n in names:
+            d = data_task(raw, n, root, parent)
+            m = train_task(raw, n, root, parent, d)
+            s = sample_task(raw, n, root, parent, m)
+            e = evaluate_task(raw, n, root, parent, s)
+            versions[n] = register_task(raw, n, root, parent, e)
+        summary = stages.run_report(params, Path(root), names)
+        if parent:
+            tracking.log_artifact(stages.Layout(Path(root)).summary(), "reports")
+    logger.info("results:\n%s", stages.format_table(summary["rows"]))
+    summary["registered_versions"] = versions
+    return json.loads(json.dumps(summary))

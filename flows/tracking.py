@@ -1,0 +1,154 @@
+"""MLflow glue: one parent run per pipeline run, a nested run per stage, the model registry.
+
+The tracking store defaults to a SQLite file in the project folder
+(``sqlite:///mlruns.db``); ``MLFLOW_TRACKING_URI`` overrides it. Set
+``CDCORE_TRACKING=off`` to run the stages with no tracking at all.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+SAMPLER_CODE = Path(__file__).with_name("sampler_model.py")
+
+
+def enabled() -> bool:
+    return os.environ.get("CDCORE_TRACKING", "on").lower() not in ("off", "0", "false", "no")
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def setup(experiment: str = "cdcore") -> None:
+    """Select the store and experiment; a new experiment on a SQLite store keeps its artifacts beside the database.
+
+    (MLflow's default artifact root is relative to the current folder, so runs started from
+    elsewhere would scatter ``mlruns/`` folders.)
+    """
+    mlflow = _mlflow()
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns.db")
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        try:
+            mlflow.create_experiment(experiment, artifact_location=(db.parent / "mlartifacts" / experiment).as_uri())
+        except Exception:  # created concurrently by another process: fine
+            pass
+    mlflow.set_experiment(experiment)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _dvc_tags() -> dict[str, str]:
+    """DVC exports these to each stage command: they tie an MLflow run to a DVC stage / experiment."""
+    keys = ("DVC_STAGE", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
+    return {k.lower(): os.environ[k] for k in keys if k in os.environ}
+
+
+@contextmanager
+def pipeline_run(experiment: str, name: str = "pipeline", tags: Optional[dict] = None) -> Iterator[Optional[str]]:
+    """The parent run of one pipeline run; yields its id (None when tracking is off)."""
+    if not enabled():
+        yield None
+        return
+    mlflow = _mlflow()
+    setup(experiment)
+    with mlflow.start_run(run_name=name, tags={"cdcore.kind": "pipeline", **(tags or {})}) as run:
+        yield run.info.run_id
+
+
+@contextmanager
+def stage_run(stage: str, dataset: str, parent_run_id: Optional[str] = None,
+              experiment: Optional[str] = None) -> Iterator[Optional[Any]]:
+    """A run for one stage of one data set, nested under the pipeline run when there is one."""
+    if not enabled():
+        yield None
+        return
+    mlflow = _mlflow()
+    if parent_run_id is None:
+        setup(experiment or os.environ.get("CDCORE_EXPERIMENT", "cdcore"))
+    tags = {"cdcore.stage": stage, "cdcore.dataset": dataset, **_dvc_tags()}
+    # the parent may be active in this thread (flow) or not (task threads, subprocesses): pass it explicitly
+    active = mlflow.active_run()
+    nested = active is not None
+    with mlflow.start_run(run_name=f"{stage}:{dataset}", nested=nested, parent_run_id=parent_run_id, tags=tags) as run:
+        try:
+            yield run
+        except BaseException as e:  # the run ends FAILED; say why where the user looks
+            mlflow.set_tag("cdcore.error", f"{type(e).__name__}: {e}"[:5000])
+            raise
+
+
+def log_params(params: dict[str, Any]) -> None:
+    _mlflow().log_params({k: v if isinstance(v, (int, float, bool)) else str(v)[:6000] for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, Any], step: Optional[int] = None) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    _mlflow().log_metrics(clean, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: Optional[str] = None) -> None:
+    _mlflow().log_artifact(str(path), artifact_path=artifact_path)
+
+
+def registered_name(base: str, dataset: str) -> str:
+    return f"{base}-{dataset}"
+
+
+def register_sampler(weights: Path, cfg: Any, dataset: str, metrics: dict[str, float],
+                     parent_run_id: Optional[str] = None) -> Optional[str]:
+    """Log the sampler as a pyfunc (code + weights-only checkpoint), register it, set the alias.
+
+    The model is logged from code (``sampler_model.py``), not pickled: loading
+    it reads tensors with ``weights_only=True`` and runs only code you can read.
+    """
+    if not enabled():
+        return None
+    import numpy as np
+    import pandas as pd
+    import torch
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    import warnings
+
+    mlflow = _mlflow()
+    name = registered_name(cfg.model_name, dataset)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    from cdcore.checkpoint import load_checkpoint
+
+    dim = int(load_checkpoint(weights)["meta"]["dim"])
+    signature = infer_signature(pd.DataFrame({"n": [4], "seed": [0]}), np.zeros((4, dim), dtype=np.float32))
+    with stage_run("register", dataset, parent_run_id) as run:
+        log_metrics(metrics)
+        info = mlflow.pyfunc.log_model(
+            name="sampler",
+            python_model=str(SAMPLER_CODE),
+            artifacts={"weights": str(weights)},
+            signature=signature,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cdcore"],
+            registered_model_name=name,
+        )
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        client.set_registered_model_alias(name, cfg.alias, version)
+        for k, v in metrics.items():
+            client.set_model_version_tag(name, version, k, f"{v:.6g}")
+        client.set_model_version_tag(name, version, "run_id", run.info.run_id)
+    return version

@@ -1,0 +1,76 @@
+"""The landing benchmark suite: data feasibility, the harness's rows and ratios, and benchmarks in the pipeline."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cdcore import benchmarks
+from cdcore.bench import run_benchmark
+from cdcore.benchmarks import Scale
+from cdcore.config import load_params
+from flows import stages
+from tests.conftest import REPO, SHARED
+
+PATHS = benchmarks.Paths(assets=REPO / "assets", shared=SHARED if SHARED.is_dir() else None)
+TINY = Scale(n_samples=64, train_steps=30, hidden=32, depth=2, batch_size=64)
+
+
+@pytest.mark.parametrize("name", list(benchmarks.BENCHMARKS))
+def test_benchmark_data_satisfy_their_constraint(name):
+    b = benchmarks.get(name)
+    try:
+        train, val, test = b.load(0, PATHS)
+    except benchmarks.BenchmarkDataMissing as e:
+        pytest.skip(str(e))
+    x = torch.as_tensor(np.concatenate([train, val, test]), dtype=torch.float64)
+    c = b.make_constraint()
+    assert x.shape[1] == c.dim
+    tol = 2e-3 if name == "robot_arm" else 1e-4  # the shipped robot paths hold the height to 1e-3 m
+    assert float(c.violation(x).max()) < tol
+    assert len(test) >= 40
+
+
+def test_so10_mixture_has_three_modes_on_so10():
+    x = benchmarks.so_n_mixture(300, 10, 3, 0.25, seed=0).reshape(-1, 10, 10)
+    assert np.allclose(x @ x.transpose(0, 2, 1), np.eye(10), atol=1e-10)
+    assert (np.linalg.det(x) > 0).all()
+    tr = np.trace(x, axis1=1, axis2=2)
+    assert tr.std() > 0.5  # three separated centres give spread traces
+
+
+@pytest.mark.parametrize("name", ["torus", "ball_gmm"])
+def test_harness_runs_every_sampler_with_ratios(name):
+    b = replace(benchmarks.get(name), scales={"tiny": TINY})
+    b = replace(b, od_schedule=b.od_schedule.model_copy(update={"N": 10}),
+                ud_schedule=b.ud_schedule.model_copy(update={"N": 5}))
+    res = run_benchmark(b, "tiny", torch.device("cpu"), PATHS, log=lambda s: None)
+    samplers = [r["sampler"] for r in res["rows"]]
+    expected = ["OLLA", "OLLA-P", "ULLA", "ULLA-P", "ambient+proj"] + (["reflected"] if name == "ball_gmm" else [])
+    assert samplers == expected
+    by = {r["sampler"]: r for r in res["rows"]}
+    for s in ("OLLA", "ULLA"):
+        assert by[s]["drop_rate"] == 0.0 and by[s]["violation_max"] < 1e-4
+    if name == "ball_gmm":
+        assert by["reflected"]["violation_max"] <= 0.0  # rejection never leaves the set
+    assert by["ULLA"]["nfe"] == 5 and by["OLLA"]["nfe"] == 10
+    assert res["ratios"]["ulla_nfe_over_olla"] == 0.5
+    assert res["ratios"]["landing_over_unconstrained_wall"] > 0
+
+
+def test_benchmark_selected_in_params_runs_through_the_stages(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"] = {"torus": {"kind": "benchmark", "benchmark": "torus", "train_steps": 30,
+                                    "schedule": {"kind": "linear", "sigma_min": 0.05, "sigma_max": 1.0, "T": 2.0, "N": 10}}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    p = load_params(project / "params.yaml")
+    for stage in (stages.run_data, stages.run_train, stages.run_sample):
+        stage(p, "torus", project)
+    rows = stages.run_evaluate(p, "torus", project)
+    assert {r["sampler"] for r in rows} == {"landing", "projection"}
+    landing = next(r for r in rows if r["sampler"] == "landing")
+    assert landing["metric"] == "jsd:torus" and landing["violation_max"] < 1e-5 and landing["drop_rate"] == 0
+    assert (project / "reports" / "datasets" / "torus_map.png").exists()
