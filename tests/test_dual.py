@@ -54,6 +54,7 @@ from cdcore.methods.dual import (
     train_finetune,
     uniform_labels,
 )
+from cdcore.methods.landing import DivergenceError
 
 CENTRES = np.array([-1.5, 0.0, 1.5])
 
@@ -305,6 +306,89 @@ def test_sampler_is_seeded_and_checkpoint_round_trips(tmp_path):
     model, cfg2, meta = load_dual(tmp_path / "m.pt")
     assert cfg2 == cfg and np.array_equal(meta["lambdas"], out.lambdas)
     assert torch.equal(sample_ddpm(model, 50, seed=7, cfg=cfg.sampler), a)
+
+
+def _resume_cfg(**train) -> DualCfg:
+    """Relative thresholds + resilience: λ, the running objective mean and the dual-block sums all carry state."""
+    cfg = toy_cfg(steps=60, mode="dual", resilience=1.0, lr=0.25, threshold=0.5, threshold_kind="relative")
+    tc = cfg.train.model_copy(update={"primal_batch": 64, "warmup": 10, "log_every": 5, "checkpoint_every": 10,
+                                      **train})
+    return cfg.model_copy(update={"model": DenoiserCfg(hidden=32, depth=1, time_features=4), "train": tc})
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_dual_training_resumed_after_a_crash_ends_bit_identical(tmp_path):
+    """Crash at step 25 (mid dual block: N = 3 does not divide 20), resume from the step-20 checkpoint."""
+    x, y = toy_data(300)
+    data = DualData.from_labelled(x, y, [1, 2])
+    cfg = _resume_cfg()
+    log = lambda step, row: None                                     # noqa: E731  (rows are kept only when sent)
+    full = train_dual(data, cfg, seed=4, on_progress=log)
+    assert full.lambdas[-1].min() > 0                                # λ really moved
+
+    def die(step, row):
+        if step == 25:
+            raise _Killed
+
+    ckpt = tmp_path / "dual.ckpt"
+    with pytest.raises(_Killed):
+        train_dual(data, cfg, seed=4, on_progress=die, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["step"] == 20
+    resumed = train_dual(data, cfg, seed=4, on_progress=log, checkpoint=ckpt)
+    assert resumed.resumed_from == 20 and full.resumed_from == 0
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for f in ("lambdas", "constraint_losses", "thresholds", "objective"):
+        assert np.array_equal(getattr(full, f), getattr(resumed, f)), f
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]   # noqa: E731
+    assert strip(resumed.history) == strip(full.history)            # rows 5…20 from the checkpoint, 25… re-run
+    assert torch.load(ckpt, weights_only=True)["step"] == 60
+    again = train_dual(data, cfg, seed=4, checkpoint=ckpt)           # a finished run is read back, not re-trained
+    assert again.resumed_from == 60 and np.array_equal(again.lambdas, full.lambdas)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    x, y = toy_data(300)
+    data = DualData.from_labelled(x, y, [1, 2])
+    ckpt = tmp_path / "dual.ckpt"
+    train_dual(data, _resume_cfg(steps=10), seed=0, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    for cfg, seed in ((_resume_cfg(steps=10, lr=1e-3), 0), (_resume_cfg(steps=10), 1)):
+        with pytest.raises(ValueError, match=r"dual\.ckpt: checkpoint was written by another configuration.*delete it"):
+            train_dual(data, cfg, seed=seed, checkpoint=ckpt)
+    assert ckpt.read_bytes() == before                               # refused, not overwritten
+    out = train_dual(data, _resume_cfg(steps=10, checkpoint_every=3), seed=0, checkpoint=ckpt)
+    assert out.resumed_from == 10                                    # checkpoint_every is not part of the run
+    save_dual(tmp_path / "model.pt", out, _resume_cfg(steps=10))
+    with pytest.raises(ValueError, match="not a dual-training checkpoint"):
+        train_dual(data, _resume_cfg(steps=10), seed=0, checkpoint=tmp_path / "model.pt")
+
+
+def test_nan_lagrangian_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import cdcore.methods.dual as dual_mod
+
+    x, y = toy_data(300)
+    data = DualData.from_labelled(x, y, [1, 2])
+    cfg = _resume_cfg(steps=30)
+    real, calls = dual_mod.draw_losses, {"n": 0}
+
+    def poisoned(model, draws):
+        calls["n"] += 1
+        out = real(model, draws)
+        return out * float("nan") if calls["n"] >= 15 else out
+
+    monkeypatch.setattr(dual_mod, "draw_losses", poisoned)
+    ckpt = tmp_path / "dual.ckpt"
+    with pytest.raises(DivergenceError, match=r"nan at step 15.*last good checkpoint kept at .*dual\.ckpt"):
+        train_dual(data, cfg, seed=0, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 10 and all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+    monkeypatch.setattr(dual_mod, "draw_losses", real)
+    assert train_dual(data, cfg, seed=0, checkpoint=ckpt).resumed_from == 10   # and it resumes from there
 
 
 # ----- data -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ a classifier histogram can be held against them.
 
 Public API (all typed, no tracking side effects; progress goes to a callback)::
 
-    train_dual(data, cfg, seed, device, on_progress, init=None) -> DualOutcome
+    train_dual(data, cfg, seed, device, on_progress, init=None, checkpoint=None) -> DualOutcome
     train_finetune(x_new, teacher, cfg, seed, device, on_progress) -> DualOutcome
     sample_ddpm(model, n, seed, device, labels=None, cfg=None) -> Tensor (n, d) on CPU
     DualData.from_labelled(x, y, constraint_classes)   # fairness set-up
@@ -42,6 +42,7 @@ dependency for arithmetic that a unit test pins exactly.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from cdcore.methods.landing import DivergenceError
 
 NonNeg = Annotated[float, Field(ge=0, le=1e6)]
 CKPT_FORMAT = "cdcore-dual-v1"
+TRAIN_CKPT_FORMAT = "cdcore-dual-train-v1"     # resumable training state, not a finished model
 
 
 # ----- configuration ----------------------------------------------------------
@@ -112,6 +114,7 @@ class DualTrainCfg(Strict):
     grad_clip: float = Field(1.0, gt=0, le=1e6)
     ema: float = Field(0.999, ge=0, lt=1, description="0 disables; the EMA model is the one returned")
     log_every: int = Field(100, ge=1, le=10_000_000)
+    checkpoint_every: int = Field(500, ge=1, le=10_000_000, description="steps between checkpoints")
 
 
 class DualAscentCfg(Strict):
@@ -438,6 +441,7 @@ class DualOutcome:
     class_shares: Optional[np.ndarray]
     history: list[dict] = field(default_factory=list)   # the rows sent to on_progress
     wall_s: float = 0.0
+    resumed_from: int = 0               # step of the checkpoint training resumed from (0: fresh start)
 
     @property
     def final_lambdas(self) -> np.ndarray:
@@ -478,14 +482,28 @@ def _seeds(seed: int, n: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
+def _fingerprint(cfg: DualCfg, seed: int, x0: Tensor, names: list[str], init: Optional[Denoiser]) -> str:
+    """What a resumed run must share with the one that wrote the checkpoint (checkpoint_every does not matter)."""
+    key = [cfg.model_dump_json(exclude={"train": {"checkpoint_every"}}), int(seed), list(x0.shape), names,
+           init is not None]
+    return hashlib.sha256(repr(key).encode()).hexdigest()
+
+
 def train_dual(data: DualData, cfg: DualCfg, seed: int = 0, device: torch.device | str = "cpu",
-               on_progress: Optional[ProgressFn] = None, init: Optional[Denoiser] = None) -> DualOutcome:
+               on_progress: Optional[ProgressFn] = None, init: Optional[Denoiser] = None,
+               checkpoint: Optional[str | Path] = None) -> DualOutcome:
     """Train ε_θ by primal–dual steps on the Lagrangian; every mode shares this loop.
 
     Each data stream (objective, constraint i) has its own generator, so adding
     constraints with λ ≡ 0 leaves the objective's draws, and hence θ, unchanged.
     The dual step uses the mean of the N batch losses already computed for the
     Lagrangian (no extra forward passes). ``init`` starts from a copy of that model.
+
+    ``checkpoint`` holds everything the loop reads (weights, EMA, optimiser,
+    schedule, λ, generator states, the partial dual block), saved every
+    ``train.checkpoint_every`` steps and resumed from when the file exists, so an
+    interrupted run ends bit-identical to an uninterrupted one. A checkpoint of
+    another config, seed or data shape is refused rather than silently mixed in.
     """
     device = torch.device(device)
     tcfg, dcfg = cfg.train, cfg.dual
@@ -530,8 +548,47 @@ def train_dual(data: DualData, cfg: DualCfg, seed: int = 0, device: torch.device
     acc_c = torch.zeros(m, device=device)
     acc_o = torch.zeros((), device=device)
     n_acc, obj_run = 0, None
-    t0 = time.perf_counter()
-    for step in range(1, tcfg.steps + 1):
+    start, elapsed = 0, 0.0
+    fp = _fingerprint(cfg, seed, x0, names, init)
+    if checkpoint is not None and Path(checkpoint).exists():
+        st = load_checkpoint(checkpoint)            # generator states must stay on the CPU
+        if st.get("format") != TRAIN_CKPT_FORMAT:
+            raise ValueError(f"{checkpoint}: not a dual-training checkpoint (format {st.get('format')!r}); "
+                             "delete it or pass a different checkpoint path")
+        if st.get("fingerprint") != fp:
+            raise ValueError(f"{checkpoint}: checkpoint was written by another configuration, seed or data shape "
+                             f"(fingerprint {str(st.get('fingerprint'))[:12]}, this run {fp[:12]}); "
+                             "delete it to start afresh, or pass a different checkpoint path")
+        model.load_state_dict(st["model"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        dual.load_state_dict(st["dual"])
+        for g, gs in zip(gens, st["generators"], strict=True):
+            g.set_state(gs)
+        lam_hist = [t.numpy().copy() for t in st["lam_hist"]]
+        loss_hist = [t.numpy().copy() for t in st["loss_hist"]]
+        b_hist = [t.numpy().copy() for t in st["b_hist"]]
+        obj_hist, history = list(st["obj_hist"]), list(st["history"])
+        acc_c.copy_(st["acc_c"])
+        acc_o.copy_(st["acc_o"])
+        n_acc, obj_run = int(st["n_acc"]), st["obj_run"]
+        start, elapsed = int(st["step"]), float(st["elapsed_s"])
+    t0 = time.perf_counter() - elapsed
+
+    def train_state(step: int) -> dict:
+        return {
+            "format": TRAIN_CKPT_FORMAT, "fingerprint": fp, "step": step, "elapsed_s": time.perf_counter() - t0,
+            "model": model.state_dict(), "ema": None if ema is None else ema.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "dual": dual.state_dict(),
+            "generators": [g.get_state() for g in gens],
+            "lam_hist": [torch.from_numpy(a) for a in lam_hist], "loss_hist": [torch.from_numpy(a) for a in loss_hist],
+            "b_hist": [torch.from_numpy(a) for a in b_hist], "obj_hist": list(obj_hist), "history": list(history),
+            "acc_c": acc_c.cpu(), "acc_o": acc_o.cpu(), "n_acc": n_acc, "obj_run": obj_run,
+        }
+
+    for step in range(start + 1, tcfg.steps + 1):
         lam_t = dual.lam.to(device=device, dtype=torch.float32)
         idx = torch.randint(0, x0.shape[0], (tcfg.primal_batch,), generator=gens[0], device=device)
         draws = [draw_eps(model, x0[idx], None if y0 is None else y0[idx], gens[0])]
@@ -540,8 +597,10 @@ def train_dual(data: DualData, cfg: DualCfg, seed: int = 0, device: torch.device
         loss0, li = losses[0], losses[1:]
         lag = loss0 + (lam_t * li).sum()
         if not bool(torch.isfinite(lag)):
-            raise DivergenceError(f"Lagrangian is {float(lag)} at step {step} (λ = {dual.lam.tolist()}); "
-                                  "lower train.lr or dual.lr, or raise dual.resilience")
+            where = f"; last good checkpoint kept at {checkpoint}" if checkpoint is not None else ""
+            raise DivergenceError(f"Lagrangian is {float(lag.detach())} at step {step} "
+                                  f"(λ = {dual.lam.tolist()}){where}. "
+                                  "Lower train.lr or dual.lr, or raise dual.resilience")
         opt.zero_grad(set_to_none=True)
         lag.backward()
         nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -574,6 +633,8 @@ def train_dual(data: DualData, cfg: DualCfg, seed: int = 0, device: torch.device
                                 data.class_shares, time.perf_counter() - t0)
             history.append(row)
             on_progress(step, row)
+        if checkpoint is not None and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
+            save_checkpoint(checkpoint, train_state(step))
     final = ema if ema is not None else model
     H = len(obj_hist)
     return DualOutcome(
@@ -581,7 +642,7 @@ def train_dual(data: DualData, cfg: DualCfg, seed: int = 0, device: torch.device
         constraint_losses=np.asarray(loss_hist, dtype=np.float64).reshape(H, m),
         thresholds=np.asarray(b_hist, dtype=np.float64).reshape(H, m), objective=np.asarray(obj_hist),
         constraint_names=names, constraint_classes=classes, class_shares=data.class_shares, history=history,
-        wall_s=time.perf_counter() - t0)
+        wall_s=time.perf_counter() - t0, resumed_from=start)
 
 
 def _progress_row(step: int, opt: torch.optim.Optimizer, obj: float, losses: np.ndarray, b: np.ndarray,
