@@ -91,7 +91,22 @@ def run(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root
     from flows.stages import format_table
 
     t0 = time.perf_counter()
-    summary = _guarded(lambda: pipeline(params_path=params, root=root, datasets=dataset))
+
+    def go() -> dict:
+        from contextlib import ExitStack
+
+        from cdcore.config import load_params
+        from flows.lock import dataset_lock
+
+        # take the data sets' locks (flows/lock.py) before Prefect starts, so a busy folder fails at once and
+        # cleanly; the flow takes them again, re-entrant in this process
+        names = _names(load_params(Path(root) / params), dataset)
+        with ExitStack() as locks:
+            for n in sorted(set(names)):
+                locks.enter_context(dataset_lock(root, n))
+            return pipeline(params_path=params, root=root, datasets=dataset)
+
+    summary = _guarded(go)
     typer.echo("\n" + format_table(summary["rows"]))
     typer.echo(f"\nwrote {Path(root) / 'reports' / 'summary.json'} and reports/datasets/*_map.png "
                f"in {time.perf_counter() - t0:.0f}s; registered: {summary.get('registered_versions')}")

@@ -8,6 +8,7 @@ points at one. Tasks retry transient errors only; a deterministic failure
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +20,7 @@ from cdcore.config import ConfigError, Params, load_params, parse_params
 from cdcore.data.io import DataError
 from cdcore.methods.landing import DivergenceError
 from flows import stages, tracking
+from flows.lock import dataset_lock
 
 DETERMINISTIC = (ConfigError, DataError, DivergenceError, CheckpointError, ValueError, KeyError)
 
@@ -97,17 +99,22 @@ def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Option
     names = datasets or list(params.datasets)
     for n in names:
         params.dataset(n)
-    with tracking.pipeline_run(params.tracking.experiment, tags={"cdcore.method": params.method}) as parent:
-        versions = {}
-        for n in names:
-            d = data_task(raw, n, root, parent)
-            m = train_task(raw, n, root, parent, d)
-            s = sample_task(raw, n, root, parent, m)
-            e = evaluate_task(raw, n, root, parent, s)
-            versions[n] = register_task(raw, n, root, parent, e)
-        summary = stages.run_report(params, Path(root), names)
-        if parent:
-            tracking.log_artifact(stages.Layout(Path(root)).summary(), "reports")
+    with ExitStack() as locks:
+        # one run per data set and folder for the whole chain and the summary (flows/lock.py); the stage
+        # functions take the same lock again, which is re-entrant in this process. Sorted: no lock-order cycles.
+        for n in sorted(set(names)):
+            locks.enter_context(dataset_lock(root, n))
+        with tracking.pipeline_run(params.tracking.experiment, tags={"cdcore.method": params.method}) as parent:
+            versions = {}
+            for n in names:
+                d = data_task(raw, n, root, parent)
+                m = train_task(raw, n, root, parent, d)
+                s = sample_task(raw, n, root, parent, m)
+                e = evaluate_task(raw, n, root, parent, s)
+                versions[n] = register_task(raw, n, root, parent, e)
+            summary = stages.run_report(params, Path(root), names)
+            if parent:
+                tracking.log_artifact(stages.Layout(Path(root)).summary(), "reports")
     logger.info("results:\n%s", stages.format_table(summary["rows"]))
     summary["registered_versions"] = versions
     return json.loads(json.dumps(summary))

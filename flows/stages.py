@@ -8,7 +8,9 @@ so a re-run after a crash skips the stages that already finished.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -38,6 +40,7 @@ from cdcore.metrics import jsd_latlon, uniform_sphere, violation_stats
 from cdcore.profiling import measure
 from cdcore.report import loss_curve, scatter_pca, sphere_map
 from flows import tracking
+from flows.lock import dataset_lock
 
 log = logging.getLogger("cdcore")
 
@@ -130,6 +133,23 @@ def _up_to_date(path: Path, fingerprint: str, stage: str, name: str) -> bool:
 
 
 # ----- stages ------------------------------------------------------------------
+def _locked(fn: Callable) -> Callable:
+    """Run the stage holding its data set's lock in ``root`` (flows.lock): one writer per data set and folder.
+
+    Re-entrant in one process, so the flow's lock around a data set's whole chain and this one nest.
+    """
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind(*args, **kwargs)
+        with dataset_lock(bound.arguments["root"], bound.arguments["name"]):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_locked
 def run_data(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> Path:
     """Read or generate one data set, check it against its constraint, split it, write HDF5."""
     root = Path(root)
@@ -181,6 +201,7 @@ def _tensors(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor],
     return {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in splits.items()}, attrs
 
 
+@_locked
 def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None,
               on_progress: Optional[Callable[[int, dict], None]] = None) -> Path:
     """Fit the landing score network on constrained forward paths; resumable from its checkpoint."""
@@ -242,6 +263,7 @@ def load_model(path: Path, device: torch.device | str = "cpu"):
     return model.to(device).eval(), schedule, dyn_cfg, meta
 
 
+@_locked
 def run_sample(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> Path:
     """Draw samples with every configured sampler (landing and the projection baseline) from one model."""
     root = Path(root)
@@ -290,6 +312,7 @@ def quality_metric(params: Params, name: str, constraint_name: str) -> tuple[str
     return ("mmd", lambda a, t, r: mmd_rbf(a, t))
 
 
+@_locked
 def run_evaluate(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> list[dict]:
     """Score every sampler against the test split, with the train-vs-test floor and the prior as reference."""
     root = Path(root)
@@ -345,6 +368,7 @@ def run_evaluate(params: Params, name: str, root: Path, parent_run_id: Optional[
     return rows
 
 
+@_locked
 def run_register(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> Optional[str]:
     """Register the trained sampler in MLflow with its metrics, and point the alias at it."""
     lay = Layout(Path(root))
@@ -394,8 +418,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 def clean(root: Path) -> None:
-    """Remove every stage output (not the MLflow store): for a from-scratch run."""
+    """Remove every stage output (not the MLflow store): for a from-scratch run.
+
+    ``.cache/locks`` stays: deleting a lock file another run holds would let a third run take a new one.
+    """
     for sub in ("data", "models", "samples", "reports", "registry", ".cache"):
         p = Path(root) / sub
-        if p.exists():
+        if p.is_dir() and sub == ".cache":
+            for child in p.iterdir():
+                if child.name != "locks":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif p.exists():
             shutil.rmtree(p)

@@ -1,4 +1,4 @@
-"""Faults: planted pickles, a SIGKILL during training, stale temporary files, divergence reporting."""
+"""Faults: planted pickles, a SIGKILL during training, stale temporary files, divergence reporting, concurrent runs."""
 
 import os
 import pickle
@@ -150,3 +150,129 @@ def test_prefect_retries_transient_errors_only():
     assert _retry_transient(None, None, State(OSError("database is locked"))) is True
     assert _retry_transient(None, None, State(DataError("bad file"))) is False
     assert _retry_transient(None, None, State(DivergenceError("nan"))) is False
+
+
+# ----- one run per data set and project folder (flows/lock.py) ---------------------------------------------------
+HOLD_LOCK = """
+import sys, time
+from flows.lock import dataset_lock
+with dataset_lock(sys.argv[1], sys.argv[2], timeout=0):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a child process that takes a data set's lock and sleeps; returns it once it holds the lock."""
+    from tests.conftest import REPO
+
+    children = []
+
+    def start(root: Path, name: str, seconds: float = 120) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root), name, str(seconds)], cwd=root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        children.append(proc)
+        line = proc.stdout.readline()
+        assert line.strip() == "locked", proc.stderr.read()
+        return proc
+
+    yield start
+    for proc in children:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_locked_dataset_gives_a_second_run_in_the_same_folder_a_clear_error(project, lock_holder, monkeypatch):
+    from cdcore.config import load_params
+    from flows import stages
+    from flows.lock import LockBusyError
+    from tests.conftest import REPO
+
+    holder = lock_holder(project, "vmf")
+    monkeypatch.delenv("CDCORE_LOCK_TIMEOUT", raising=False)
+    params = load_params(project / "params.yaml")
+    t0 = time.perf_counter()
+    with pytest.raises(LockBusyError) as err:
+        stages.run_data(params, "vmf", project)
+    assert time.perf_counter() - t0 < 1.0  # default: no wait
+    msg = str(err.value)
+    assert f"data set 'vmf' in folder {project.resolve()} is being processed by pid {holder.pid} (" in msg
+    assert "wait for it" in msg and "--root OTHER_FOLDER" in msg
+    assert not (project / "data" / "vmf.h5").exists()
+
+    # with a timeout it waits that long, then gives the same error
+    monkeypatch.setenv("CDCORE_LOCK_TIMEOUT", "0.5")
+    t0 = time.perf_counter()
+    with pytest.raises(LockBusyError, match=r"pid \d+ .*waited 0.5s"):
+        stages.run_train(params, "vmf", project)
+    assert time.perf_counter() - t0 >= 0.5
+
+    # what the user of `cdcore run` (refused before Prefect starts) and of a stage command sees:
+    # the message, exit code 2, no traceback
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("CDCORE_LOCK_TIMEOUT")
+    for args in (["run"], ["data", "--dataset", "vmf"]):
+        out = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--root", str(project)],
+                             cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr[-3000:]
+        assert f"error: data set 'vmf' in folder {project.resolve()} is being processed by pid {holder.pid}" in out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (project / "data").exists()
+
+
+def test_busy_lock_is_waited_for_up_to_CDCORE_LOCK_TIMEOUT(project, lock_holder, monkeypatch):
+    from cdcore.config import ConfigError
+    from flows.lock import dataset_lock
+
+    lock_holder(project, "vmf", seconds=1.0)  # lets go by itself after a second
+    monkeypatch.setenv("CDCORE_LOCK_TIMEOUT", "60")
+    t0 = time.perf_counter()
+    with dataset_lock(project, "vmf"):
+        waited = time.perf_counter() - t0
+    assert 0.2 < waited < 30
+    monkeypatch.setenv("CDCORE_LOCK_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="CDCORE_LOCK_TIMEOUT='soon'"):
+        with dataset_lock(project, "vmf"):
+            pass
+
+
+def test_lock_does_not_block_other_datasets_or_other_folders(project, tmp_path_factory, lock_holder):
+    import threading
+
+    from cdcore.config import load_params
+    from flows import stages
+    from flows.lock import dataset_lock
+
+    lock_holder(project, "vmf")
+    params = load_params(project / "params.yaml")
+    other = tmp_path_factory.mktemp("other_root")
+    with dataset_lock(other, "vmf", timeout=0), dataset_lock(project, "volcano", timeout=0):
+        # re-entrant in this process, also from another thread (Prefect runs tasks on worker threads)
+        assert stages.run_data(params, "volcano", project).exists()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(out=stages.run_data(params, "volcano", project)))
+        t.start()
+        t.join(30)
+        assert result["out"].exists()
+    # released when the outermost holder leaves: another process can take it now
+    lock_holder(project, "volcano", seconds=0)
+    lock_holder(other, "vmf", seconds=0)
+
+
+def test_lock_of_a_sigkilled_holder_is_free_again(project, lock_holder):
+    from flows.lock import LockBusyError, dataset_lock
+
+    holder = lock_holder(project, "vmf")
+    with pytest.raises(LockBusyError):
+        with dataset_lock(project, "vmf", timeout=0):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with dataset_lock(project, "vmf", timeout=0) as path:  # the kernel dropped the dead holder's flock
+        assert path.read_text().split("\n")[0] == str(os.getpid())
+    assert path.exists() and path.read_text() == ""
