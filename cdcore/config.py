@@ -218,6 +218,33 @@ class Params(Strict):
     tracking: TrackingCfg = TrackingCfg()
     sweep: SweepCfg = SweepCfg()
 
+    @model_validator(mode="after")
+    def _explicit_landing_is_stable(self) -> "Params":
+        """Refuse, before any work, an explicit landing step that would amplify the residual.
+
+        Explicit landing multiplies h by (1 − α σ_k² Δt) per step; at ≥ 2 that factor is ≤ −1.
+        The sampler would fall back to the implicit step there, but a user who asked for
+        explicit landing should learn it at configuration time, with the numbers to change.
+        """
+        from cdcore.dynamics import NoiseSchedule
+
+        for name in self.datasets:
+            dyn = self.dynamics_for(name)
+            if dyn.landing != "explicit":
+                continue
+            sc = self.schedule_for(name)
+            sched = NoiseSchedule(kind=sc.kind, sigma_min=sc.sigma_min, sigma_max=sc.sigma_max, T=sc.T, N=sc.N)
+            sig2 = [s * s for s in sched.sigmas()[: sched.N]]
+            rates = [dyn.alpha * v * sched.dt for v in sig2]
+            bad = sum(r >= 2.0 for r in rates)
+            if bad:
+                where = f"datasets.{name}.dynamics" if self.datasets[name].dynamics is not None else "dynamics"
+                raise ValueError(
+                    f"{where}: explicit landing is unstable for data set {name!r}: alpha*sigma^2*dt reaches "
+                    f"{max(rates):.3g} >= 2 on {bad} of {sched.N} steps (alpha = {dyn.alpha:g}, dt = {sched.dt:.3g}); "
+                    f"set landing: implicit, lower alpha below {2.0 / (max(sig2) * sched.dt):.3g}, or raise schedule.N")
+        return self
+
     @field_validator("datasets")
     @classmethod
     def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +294,10 @@ def _describe(err: dict[str, Any]) -> str:
         return f"  - {loc}: {msg}"
     if err["type"] == "missing":
         return f"  - {loc}: required key is missing"
+    if err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        if not loc or isinstance(value, dict):  # a cross-field rule: its message names the keys
+            return f"  - {loc + ': ' if loc else ''}{msg}"
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."

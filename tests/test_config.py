@@ -47,6 +47,23 @@ def test_cross_field_rules():
         parse_params(raw)
 
 
+
+def test_unstable_explicit_landing_is_refused_with_the_bound_to_use():
+    """α σ² Δt ≥ 2 amplifies the residual: refused at load time, with the α that would be stable."""
+    raw = base()
+    raw["schedule"].update(kind="constant", sigma_min=1.0, sigma_max=1.0, T=1.0, N=10)  # σ²Δt = 0.1 on every step
+    raw["dynamics"] = {"landing": "explicit", "alpha": 25.0}                           # rate 2.5
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    text = str(e.value)
+    assert "dynamics: explicit landing is unstable" in text and "on 10 of 10 steps" in text
+    assert "lower alpha below 20" in text and "landing: implicit" in text and "{" not in text
+    raw["dynamics"]["alpha"] = 19.0                                                    # rate 1.9: contracting
+    assert parse_params(raw).dynamics.alpha == 19.0
+    raw["dynamics"]["landing"] = "implicit"
+    raw["dynamics"]["alpha"] = 1e4                                                     # implicit is always stable
+    parse_params(raw)
+
 def test_unknown_constraint_lists_the_library():
     raw = base()
     raw["datasets"]["volcano"]["constraint"] = "klein_bottle"
