@@ -21,6 +21,12 @@ def test_flow_runs_end_to_end_and_registers_a_loadable_sampler(project):
 
     from flows.pipeline import pipeline
 
+    def parent_runs() -> list:
+        exp = MlflowClient().get_experiment_by_name("tiny")
+        runs = [] if exp is None else MlflowClient().search_runs([exp.experiment_id])
+        return [r for r in runs if r.data.tags.get("cdcore.kind") == "pipeline"]
+
+    before = {r.info.run_id for r in parent_runs()}  # the store is shared by the whole test session
     summary = pipeline(params_path="params.yaml", root=str(project))
     rows = {(r["dataset"], r["sampler"]): r for r in summary["rows"]}
     assert set(rows) == {("vmf", "landing"), ("vmf", "projection"), ("volcano", "landing"), ("volcano", "projection")}
@@ -38,7 +44,7 @@ def test_flow_runs_end_to_end_and_registers_a_loadable_sampler(project):
     client = MlflowClient()
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("cdcore.kind") == "pipeline"]
+    parents = [r for r in parent_runs() if r.info.run_id not in before]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     stages_seen = {(r.data.tags["cdcore.stage"], r.data.tags["cdcore.dataset"]) for r in children}
