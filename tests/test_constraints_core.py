@@ -147,3 +147,50 @@ def test_library_lookup_names_alternatives():
     assert isinstance(make("sphere"), Sphere)
     with pytest.raises(KeyError, match="available"):
         make("no-such-set")
+
+
+def test_active_set_entry_and_exit_along_a_path():
+    """Walking out of the disc enters the active set; landing aims at the ε-shifted boundary g = −ε,
+    so the point comes back strictly inside and leaves the active set; interior steps are untouched."""
+    disc = FunctionalConstraint(2, g=lambda x: (x**2).sum(1, keepdim=True) - 1.0, eps=0.1)
+    x = torch.tensor([[0.5, 0.0]])
+    outward = torch.tensor([[0.3, 0.0]])
+    assert not disc.active_set(x).any()
+    # interior: the tangent space is everything, landing is the identity on the step
+    assert torch.equal(disc.tangent(x, outward), outward)
+    assert torch.allclose(disc.land_implicit(x, outward), x + outward)
+    # entry: 0.8 → 1.1 crosses the boundary (g = 0.21 > 0)
+    z = x + 2 * outward
+    assert disc.active_set(z).all()
+    assert torch.allclose(disc.tangent(z, outward), torch.zeros_like(outward), atol=1e-6)  # blocked (up to the Gram regulariser δ)
+    # landing moves it back between the shifted and the true boundary, where it is inactive again (exit)
+    w = disc.land_implicit(z, torch.zeros_like(z))
+    assert -0.1 - 1e-9 <= disc.g(w).item() < 0.0
+    assert not disc.active_set(w).any()
+    assert torch.equal(disc.tangent(w, outward), outward)
+    # Newton projection, in contrast, lands exactly on g = −ε
+    assert disc.g(disc.project(z, tol=1e-12).x).item() == pytest.approx(-0.1, abs=1e-9)
+
+
+@pytest.mark.parametrize("handling", ["landing", "none"])
+def test_underdamped_velocity_reconstruction_is_tangent_and_first_order(handling):
+    """v̂ = P(x')(x' − x)/h recovers the velocity that moved x to x' (landing.md §1.6) to O(h)."""
+    from cdcore.dynamics import DynamicsConfig, _velocity, constrain
+
+    sphere = Sphere(3)
+    cfg = DynamicsConfig(kind="underdamped", handling=handling)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(256, 3, generator=gen), dim=1)
+    v = sphere.tangent(x, torch.randn(256, 3, generator=gen))
+    errors = []
+    for h in (1e-2, 1e-3):
+        x_new, _, _ = constrain(sphere, x, h * v, cfg, rate=0.0, implicit=True)
+        v_hat = _velocity(sphere, cfg, x_new, x, h)
+        if handling == "none":
+            assert torch.allclose(v_hat, v, atol=1e-9)             # ambient: exact
+            continue
+        assert (v_hat * x_new).sum(1).abs().max() < 1e-6           # tangent at the new point (up to its residual)
+        errors.append((v_hat - sphere.tangent(x_new, v)).norm(dim=1).max().item())
+    if handling == "landing":
+        # the normal correction of landing is O(h²|v|²), so the error is O(h): ten times smaller h, ~ten times smaller error
+        assert errors[0] < 0.1 and 5 < errors[0] / errors[1] < 20
