@@ -114,3 +114,33 @@ def bench_flow(scale: str = "ci", device: str = "auto", only: Optional[list[str]
         futures = bench_task.map(names, scale, device, root, seed, parent)
         results = [f.result() for f in futures]
     return finish(results, scale, resolve_device(device), Path(root))
+
+
+# ----- `cdcore bench dual`: the digits fairness benchmark (cdcore/dual_bench.py) -------------------
+def _log_dual_row(row: dict, parent_run_id: Optional[str]) -> None:
+    if not tracking.enabled():
+        return
+    with tracking.stage_run("bench", f"{row['benchmark']}:{row['model']}:seed{row['seed']}", parent_run_id,
+                            experiment="cdcore-bench") as run:
+        if run is None:
+            return
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+        metrics.update({f"share_corrected.{c}": v for c, v in row["minority_share_corrected"].items()})
+        metrics.update({f"share_raw.{c}": v for c, v in row["minority_share_raw"].items()})
+        tracking.log_metrics(metrics)
+
+
+def run_dual(scale: str, device: str, root: Path, variants: Optional[list[str]] = None,
+             threads: Optional[int] = None, parent_run_id: Optional[str] = None) -> dict:
+    """All variants × seeds of the digits fairness benchmark; one MLflow run per row unless CDCORE_TRACKING=off.
+
+    On a CPU the run uses one intra-op thread unless ``threads`` says otherwise.
+    """
+    from cdcore.dual_bench import run_dual_bench
+
+    dev = resolve_device(device)
+    if threads is None and dev.type == "cpu":
+        threads = 1
+    print(f"[bench] dual ({scale}, {dev})", flush=True)
+    return run_dual_bench(scale, dev, root, variants=variants, threads=threads,
+                          on_row=lambda r: _log_dual_row(r, parent_run_id), log=lambda s: print(s, flush=True))

@@ -161,18 +161,35 @@ def check(params: str = ParamsOpt, root: str = RootOpt) -> None:
     typer.echo(f"{params}: valid; method {p.method}; data sets: {', '.join(p.datasets)}")
 
 
+BENCH_SUITES = ("landing", "dual", "namm")
+
+
 @app.command()
 def bench(
-    method: str = typer.Argument("landing", help="which suite: landing"),
-    scale: str = typer.Option("ci", "--scale", help="ci: minutes on a CPU; paper: the released sizes (use a GPU)"),
+    method: str = typer.Argument("landing", help="which suite: landing (constrained samplers), dual "
+                                 "(digits fairness: dual training vs baselines) or namm (NAMM vs vanilla diffusion)"),
+    scale: str = typer.Option("ci", "--scale", help="ci: minutes on a CPU; paper: the released sizes (use a GPU); "
+                              "dual also has tiny (seconds, for tests)"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
-    only: Optional[List[str]] = typer.Option(None, "--only", help="benchmark name; repeat for several; default: all"),
-    use_flow: bool = typer.Option(False, "--flow", help="run as a Prefect flow with one mapped task per benchmark"),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="landing: benchmark name; dual: variant name; "
+                                             "repeat for several; default: all of the scale"),
+    use_flow: bool = typer.Option(False, "--flow", help="landing only: run as a Prefect flow with one mapped task "
+                                  "per benchmark"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="dual only: torch intra-op threads "
+                                          "(default on a CPU: 1)"),
     root: str = RootOpt,
 ) -> None:
     """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>.json."""
-    if method != "landing":
-        _fail(f"unknown benchmark suite {method!r}; available: landing")
+    if method == "namm":  # vanilla diffusion vs NAMM + mirror diffusion on the five constraint problems
+        from flows.namm_bench import bench_namm
+
+        bench_namm(scale, device, only, Path(root), fail=_fail)
+        return
+    if method not in BENCH_SUITES:
+        _fail(f"unknown benchmark suite {method!r}; available: {', '.join(BENCH_SUITES)}")
+    if method == "dual":
+        _bench_dual(scale, device, only, use_flow, threads, root)
+        return
     if scale not in ("ci", "paper"):
         _fail(f"--scale must be ci or paper, got {scale!r}")
     from cdcore import benchmarks
@@ -187,6 +204,31 @@ def bench(
         report = run_all(scale, device, only, Path(root))
     typer.echo("\n" + format_report(report))
     typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'landing.json'}")
+
+
+def _bench_dual(scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads: Optional[int],
+                root: str) -> None:
+    from cdcore.dual_bench import SCALES, VARIANTS, format_dual_report
+
+    if scale not in SCALES:
+        _fail(f"--scale must be one of {', '.join(SCALES)} for dual, got {scale!r}")
+    if use_flow:
+        _fail("--flow is only available for the landing suite")
+    for name in only or []:
+        if name not in VARIANTS:
+            _fail(f"unknown dual variant {name!r}; available: {', '.join(VARIANTS)}")
+    from cdcore.methods.landing import resolve_device
+    from flows.bench import run_dual
+
+    try:
+        resolve_device(device)
+    except RuntimeError as e:   # --device cuda without a GPU
+        _fail(str(e))
+    t0 = time.perf_counter()
+    report = _guarded(lambda: run_dual(scale, device, Path(root), variants=only or None, threads=threads))
+    out = Path(root) / "reports" / "bench"
+    typer.echo("\n" + format_dual_report(report))
+    typer.echo(f"\nwrote {out / 'dual.json'} and {out / 'dual_shares.png'} in {time.perf_counter() - t0:.0f}s")
 
 
 @app.command()

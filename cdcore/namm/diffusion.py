@@ -67,26 +67,33 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
 def mirror_data(g: ICNN, x: np.ndarray | Tensor, batch: int = 256) -> Tensor:
     """ỹ = g(x) for images (N, H, W, C) -> (N, C, H, W) float32."""
     xs = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
-    xs = xs.permute(0, 3, 1, 2)
+    xs = xs.permute(0, 3, 1, 2).to(next(g.parameters()).device)
     return torch.cat([g.g(xs[i:i + batch]).detach() for i in range(0, xs.shape[0], batch)])
 
 
 def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
-            on_progress: Optional[Callable[[int, dict], None]] = None) -> tuple[nn.Module, dict[str, list]]:
-    """Train ε_θ on mirror data y (N, C, H, W); returns the EMA net (eval mode) and the per-step loss history."""
+            on_progress: Optional[Callable[[int, dict], None]] = None,
+            device: Optional[torch.device | str] = None) -> tuple[nn.Module, dict[str, list]]:
+    """Train ε_θ on mirror data y (N, C, H, W); returns the EMA net (eval mode) and the per-step loss history.
+
+    ``device`` (default CPU) holds data and net; indices are drawn on the CPU, t and ε on the device.
+    """
     torch.manual_seed(seed)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
+    dgen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
     sde = VPSDE(cfg.beta_min, cfg.beta_max, cfg.eps_t)
-    net = ScoreUNet(y.shape[1], nf=cfg.nf)
+    y = y.to(dev)
+    net = ScoreUNet(y.shape[1], nf=cfg.nf).to(dev)
     ema = copy.deepcopy(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     hist: dict[str, list] = {"step": [], "loss": []}
     for step in range(cfg.steps):
         idx = torch.randint(y.shape[0], (min(cfg.batch_size, y.shape[0]),), generator=gen)
         y0 = y[idx]
-        t = cfg.eps_t + (1 - cfg.eps_t) * torch.rand(y0.shape[0], generator=gen)
+        t = cfg.eps_t + (1 - cfg.eps_t) * torch.rand(y0.shape[0], generator=dgen, device=dev)
         a, s = sde.marginal(t)
-        eps = torch.randn(y0.shape, generator=gen)
+        eps = torch.randn(y0.shape, generator=dgen, device=dev)
         loss = (net(_bcast(a, y0) * y0 + _bcast(s, y0) * eps, t) - eps).pow(2).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"score loss is not finite at step {step}")
@@ -112,11 +119,15 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
 @torch.no_grad()
 def sample_mdm(net: nn.Module, shape: tuple[int, int, int], n: int, steps: int = 1000, seed: int = 0,
                f: Optional[nn.Module] = None, sde: Optional[VPSDE] = None) -> tuple[Tensor, Optional[Tensor]]:
-    """Reverse-SDE Euler–Maruyama from N(0, I) at t = 1 to eps_t. Returns (ỹ (n, C, H, W), f(ỹ) or None)."""
+    """Reverse-SDE Euler–Maruyama from N(0, I) at t = 1 to eps_t. Returns (ỹ (n, C, H, W), f(ỹ) or None).
+
+    Runs on the device of the net's parameters.
+    """
     sde = sde or VPSDE()
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, *shape, generator=gen)
-    ts = torch.linspace(1.0, sde.eps_t, steps)
+    dev = next(net.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    x = torch.randn(n, *shape, generator=gen, device=dev)
+    ts = torch.linspace(1.0, sde.eps_t, steps, device=dev)
     dt = -(1.0 - sde.eps_t) / steps
     mean = x
     for t in ts:
@@ -126,7 +137,7 @@ def sample_mdm(net: nn.Module, shape: tuple[int, int, int], n: int, steps: int =
         beta = _bcast(sde.beta(tb), x)
         drift = -0.5 * beta * x - beta * score
         mean = x + drift * dt
-        x = mean + (beta * -dt).sqrt() * torch.randn(x.shape, generator=gen)
+        x = mean + (beta * -dt).sqrt() * torch.randn(x.shape, generator=gen, device=dev)
     y = mean
     return y, (f(y) if f is not None else None)
 

@@ -107,14 +107,18 @@ def _ema_update(ema: nn.Module, live: nn.Module, decay: float) -> None:
 @torch.no_grad()
 def evaluate_namm(g: ICNN, f: nn.Module, x: np.ndarray | Tensor, constraint: Constraint, sigma_max: float,
                   seed: int = 0) -> dict[str, float]:
-    """Fixed-noise diagnostics on images (N, H, W, C): cycle loss, ℓ(f(g(x)+σz)) vs ℓ(g(x)+σz), ℓ(f(g(x)))."""
-    xs = _as_nchw(x)
+    """Fixed-noise diagnostics on images (N, H, W, C): cycle loss, ℓ(f(g(x)+σz)) vs ℓ(g(x)+σz), ℓ(f(g(x))).
+
+    Runs on the device of g's parameters (the noise is drawn on the CPU, so it is the same on every device).
+    """
+    dev = next(g.parameters()).device
+    xs = _as_nchw(x).to(dev)
     was = g.training, f.training
     g.eval(), f.eval()
     gen = torch.Generator().manual_seed(seed)
     gx = g.g(xs)
-    sigma = sigma_max * torch.rand(xs.shape[0], generator=gen).view(-1, 1, 1, 1)
-    y = gx + sigma * torch.randn(xs.shape, generator=gen)
+    sigma = sigma_max * torch.rand(xs.shape[0], generator=gen).view(-1, 1, 1, 1).to(dev)
+    y = gx + sigma * torch.randn(xs.shape, generator=gen).to(dev)
     fy, fgx = f(y), f(gx)
     out = {
         "cyc": float(0.5 * (fgx - xs).abs().mean() + 0.5 * (g.g(fy) - y).abs().mean()),
@@ -135,16 +139,21 @@ def fit_namm(
     on_progress: Optional[ProgressFn] = None,
     init: Optional[tuple[ICNN, nn.Module]] = None,
     mirror_samples: Optional[np.ndarray | Tensor] = None,
+    device: Optional[torch.device | str] = None,
 ) -> tuple[ICNN, nn.Module, dict[str, list]]:
     """Train (g_φ, f_ψ) on images x (N, H, W, C) satisfying ``constraint`` (flattened-HWC constraint).
 
     Returns the EMA nets (eval mode) and a history {"step", "loss", "cyc", "constr", "reg"} with one entry per
     step. ``init`` resumes from given nets; ``mirror_samples`` (N', H, W, C) switches to fine-tuning: g is
     frozen and y = ỹ + σz with ỹ drawn from these mirror-space samples (the reference's ``--finetune``).
+    ``device`` (default CPU) holds the data and nets; batches are drawn by a CPU generator, the noise by one on
+    the device (the same generator on the CPU, so CPU runs do not depend on this argument).
     """
     torch.manual_seed(seed)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
-    xs = _as_nchw(x)
+    ngen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
+    xs = _as_nchw(x).to(dev)
     if cfg.check_data:
         with torch.no_grad():
             worst = float(constraint_distance(constraint, nchw_to_flat(xs)).max())
@@ -152,9 +161,10 @@ def fit_namm(
             raise ValueError(f"training data violate the constraint: max ℓ_constr {worst:.3g} > data_tol "
                              f"{cfg.data_tol:g} (set check_data=False to train anyway)")
     g, f = init if init is not None else build_nets(xs.shape[1], cfg)
+    g, f = g.to(dev), f.to(dev)
     g.train(), f.train()
     finetune = mirror_samples is not None
-    ms = _as_nchw(mirror_samples) if finetune else None
+    ms = _as_nchw(mirror_samples).to(dev) if finetune else None
     if finetune:
         for p in g.parameters():
             p.requires_grad_(False)
@@ -172,7 +182,7 @@ def fit_namm(
         mb = ms[torch.randint(ms.shape[0], (bs,), generator=gen)] if finetune else None
         loss, parts = namm_loss(g, f, xb, constraint, sigma_max=cfg.sigma_max, lam_cyc=cfg.lam_cyc,
                                 lam_constr=cfg.lam_constr, lam_reg=cfg.lam_reg, fixed_sigma=cfg.fixed_sigma,
-                                mirror_samples=mb, generator=gen)
+                                mirror_samples=mb, generator=ngen)
         if not np.isfinite(parts["loss"]):
             raise FloatingPointError(f"NAMM loss is not finite at step {step}: {parts}")
         opt_f.zero_grad(set_to_none=True)

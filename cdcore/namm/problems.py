@@ -159,10 +159,14 @@ def _psd_factor(K: np.ndarray) -> np.ndarray:
     return V * np.sqrt(np.clip(w, 0.0, None))
 
 
-def make_burgers(n: Optional[int] = None, size: Size = "ci", seed: int = 0, tol: float = 1e-5) -> ProblemData:
-    """1D Burgers' trajectories as 64×64×1 images (explicit Euler, as the reference data really are)."""
+def make_burgers(n: Optional[int] = None, size: Size = "ci", seed: int = 0, tol: float = 1e-5,
+                 nx: int = 64, nt: int = 64) -> ProblemData:
+    """1D Burgers' trajectories as nx×nt×1 images (64×64, explicit Euler, as the reference data really are).
+
+    ``nx``/``nt`` may be lowered for CPU smoke benchmarks (same domain length, so a coarser x-grid).
+    """
     n = n or (256 if size == "ci" else 10_000)
-    p = dict(BURGERS_DEFAULTS)
+    p = dict(BURGERS_DEFAULTS, nx=nx, nt=nt)
     rng = np.random.default_rng(seed)
     grid = np.linspace(-1.0, 1.0, p["nx"])
     L = _psd_factor(_matern15(grid, p["matern_length"]))
@@ -320,9 +324,14 @@ def streamfunction_to_mac(psi: np.ndarray, h: float) -> np.ndarray:
     return np.stack([u, v], axis=-1)
 
 
-def make_kolmogorov(n: Optional[int] = None, size: Size = "ci", seed: int = 0, tol: float = 1e-4) -> ProblemData:
-    """Divergence-free Kolmogorov flow states, tiled into one image (see module docstring for sizes)."""
-    s = KOLMOGOROV_SIZES[size]
+def make_kolmogorov(n: Optional[int] = None, size: Size = "ci", seed: int = 0, tol: float = 1e-4,
+                    layout: Optional[dict[str, Any]] = None) -> ProblemData:
+    """Divergence-free Kolmogorov flow states, tiled into one image (see module docstring for sizes).
+
+    ``layout`` overrides entries of the size's layout (grid, n_states, t_first, rows, cols), e.g. one 16×16
+    state for CPU smoke benchmarks.
+    """
+    s = {**KOLMOGOROV_SIZES[size], **(layout or {})}
     n = n or (128 if size == "ci" else 10_000)
     p = dict(KOLMOGOROV_DEFAULTS)
     first = round(s["t_first"] / p["dt"])

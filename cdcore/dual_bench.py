@@ -1,0 +1,408 @@
+"""`cdcore bench dual`: the digits fairness benchmark (dual.md §2.2) over variants × seeds, with intervals.
+
+One seed = one biased split (``load_digits_split(seed)``), one evaluation
+classifier trained on that split's balanced real train set, and one training
+run of every variant on that split's biased set. Variants share the training
+loop (:func:`cdcore.methods.dual.train_dual`):
+
+  unconstrained  λ ≡ 0 on the biased data
+  dual           resilient dual training (b̃ = 0, γ = ``gamma``)
+  dual-rel       dual training with b̃_i = κ · running objective loss (``kappa``)
+  reweight       fixed oracle λ (per-class reweighting to a uniform mixture; needs π)
+  conditional    class-conditional model on the biased data, sampled with uniform labels (needs labels)
+
+Each (variant, seed) gives one row; :func:`summarize` gives each variant's mean
+and a 95 % Student-t interval over seeds (mean ± t_{0.975, n−1} · s/√n), and
+:func:`evaluate_targets` checks the issue's targets on those numbers: each
+minority class's corrected share within 0.03 of 0.10 for ``dual``, and the
+Fréchet distance of ``dual`` below ``unconstrained`` (paired by seed).
+
+Public API::
+
+    SCALES, VARIANTS, DualScale
+    variant_cfg(name, scale, class_shares, minority) -> DualCfg
+    run_variant(name, split, clf, scale, seed, device) -> dict        (the evaluation dict of one run)
+    run_dual_bench(scale, device, root, ...) -> report                (writes reports/bench/dual.json + PNG)
+    format_dual_report(report) -> str                                 (Markdown)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cdcore.data.digits import NUM_CLASSES, DigitsCfg, DigitsSplit, load_digits_split
+from cdcore.dual_eval import EvalClassifier, evaluate_digits, fit_classifier
+from cdcore.methods.dual import (
+    DDPMCfg,
+    DenoiserCfg,
+    DualAscentCfg,
+    DualCfg,
+    DualData,
+    DualTrainCfg,
+    oracle_lambdas,
+    predicted_shares,
+    sample_ddpm,
+    train_dual,
+    uniform_labels,
+)
+from cdcore.profiling import measure
+
+VARIANTS = ("unconstrained", "dual", "dual-rel", "reweight", "conditional")
+BENCHMARK = "digits_fair"
+TARGET_SHARE, TARGET_TOL = 0.10, 0.03
+INTERVAL = ("95% Student-t interval over seeds: mean ± t(0.975, n-1)·s/√n, clipped at 0 for the non-negative "
+            "metrics (none for n = 1)")
+ROW_KEYS = ("benchmark", "model", "seed", "device", "rho", "steps", "minority_share_corrected", "minority_share_raw",
+            "kl_uniform", "tv_uniform", "fd", "fd_floor", "low_conf_rate", "lambda_final", "predicted_shares",
+            "wall_s", "peak_mem_mb")
+
+
+@dataclass(frozen=True)
+class DualScale:
+    """Everything a run size changes; the script builds one from its flags."""
+
+    steps: int = 4000
+    hidden: int = 256
+    depth: int = 3
+    T: int = 200
+    lr: float = 1e-3
+    warmup: int = 100
+    batch: int = 128
+    n_samples: int = 2000
+    gamma: float = 1.0            # resilience of "dual"
+    kappa: float = 1.0            # relative threshold of "dual-rel"
+    dual_lr: float = 0.5
+    primal_per_dual: int = 3
+    rho: float = 0.1
+    seeds: tuple[int, ...] = (0, 1, 2)
+    variants: tuple[str, ...] = ("unconstrained", "dual", "reweight", "conditional")
+    clf_epochs: int = 40
+    n_boot: int = 200
+    fd_repeats: int = 5
+
+
+SCALES: dict[str, DualScale] = {
+    # seconds: for tests only, the numbers mean nothing
+    "tiny": DualScale(steps=30, hidden=32, depth=1, T=100, warmup=5, n_samples=200, seeds=(0,),
+                      variants=("unconstrained", "dual"), clf_epochs=2, n_boot=20, fd_repeats=1),
+    # a few minutes on a 2-core CPU: 4 variants × 3 seeds
+    "ci": DualScale(steps=1200, hidden=256, depth=3, T=100, n_samples=1000, clf_epochs=20),
+    # the script's defaults, every variant, 5 seeds (a GPU)
+    "paper": DualScale(steps=4000, hidden=256, depth=3, T=200, n_samples=2000, seeds=(0, 1, 2, 3, 4),
+                       variants=VARIANTS, clf_epochs=40),
+}
+
+
+def variant_cfg(name: str, scale: DualScale, class_shares: np.ndarray, minority: Sequence[int]) -> DualCfg:
+    if name not in VARIANTS:
+        raise KeyError(f"unknown variant {name!r}; available: {', '.join(VARIANTS)}")
+    base = DualCfg(
+        schedule=DDPMCfg(T=scale.T),
+        model=DenoiserCfg(hidden=scale.hidden, depth=scale.depth, num_classes=NUM_CLASSES if name == "conditional" else 0),
+        train=DualTrainCfg(steps=scale.steps, primal_batch=scale.batch, lr=scale.lr, warmup=min(scale.warmup, scale.steps),
+                           ema=0.999, log_every=max(1, scale.steps // 10)),
+    )
+    dual = {
+        "unconstrained": lambda: DualAscentCfg(mode="unconstrained"),
+        "conditional": lambda: DualAscentCfg(mode="unconstrained"),
+        "dual": lambda: DualAscentCfg(mode="dual", resilience=scale.gamma, lr=scale.dual_lr,
+                                      primal_per_dual=scale.primal_per_dual),
+        "dual-rel": lambda: DualAscentCfg(mode="dual", threshold=scale.kappa, threshold_kind="relative",
+                                          lr=scale.dual_lr, primal_per_dual=scale.primal_per_dual),
+        "reweight": lambda: DualAscentCfg(mode="fixed", fixed_lambdas=oracle_lambdas(class_shares, list(minority))),
+    }[name]()
+    return base.model_copy(update={"dual": dual})
+
+
+def fit_split_classifier(split: DigitsSplit, scale: DualScale, seed: int) -> EvalClassifier:
+    """The evaluation classifier of one split: balanced real train digits only, measured on the test split."""
+    return fit_classifier(split.x_train, split.y_train, split.x_test, split.y_test, seed=seed + 100,
+                          epochs=scale.clf_epochs)
+
+
+def run_variant(name: str, split: DigitsSplit, clf: EvalClassifier, scale: DualScale, seed: int,
+                device: torch.device | str = "cpu") -> dict:
+    """Train one variant on the split's biased set, sample, evaluate; the evaluation dict plus run facts."""
+    device = torch.device(device)
+    minority = list(split.minority)
+    cfg = variant_cfg(name, scale, split.class_shares, minority)
+    data = DualData.from_labelled(split.x_biased, split.y_biased, minority, num_classes=NUM_CLASSES)
+    labels = uniform_labels(scale.n_samples, NUM_CLASSES, seed=seed) if name == "conditional" else None
+    with measure(device) as m:
+        t0 = time.perf_counter()
+        outc = train_dual(data, cfg, seed=seed, device=device)
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        x = sample_ddpm(outc.model, scale.n_samples, seed=seed + 1, device=device, labels=labels, cfg=cfg.sampler)
+        t_sample = time.perf_counter() - t0
+    ev = evaluate_digits(x, clf, (split.x_test, split.y_test), split.x_biased, minority=minority, seed=seed,
+                         n_boot=scale.n_boot, fd_repeats=scale.fd_repeats)
+    tail = max(1, len(outc.lambdas) // 5)
+    lam = outc.lambdas[-tail:].mean(0)                    # the model averages over recent λ (EMA weights)
+    if name == "conditional":                             # sampled with uniform labels, not a λ-mixture
+        pred = np.bincount(labels.numpy(), minlength=NUM_CLASSES) / len(labels)
+    else:
+        pred = predicted_shares(split.class_shares, minority, lam)
+    ev.update({"variant": name, "seed": seed, "rho": split.rho, "steps": scale.steps, "device": str(device),
+               "lambda_final": outc.lambdas[-1].tolist(), "lambda_tail_mean": lam.tolist(),
+               "predicted_shares": pred.tolist(), "minority_share_predicted": float(pred[minority].sum()),
+               "train_s": t_train, "sample_s": t_sample, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb,
+               "n_params": sum(p.numel() for p in outc.model.parameters())})
+    return ev
+
+
+def bench_row(ev: dict, minority: Sequence[int]) -> dict:
+    """The documented row of one (variant, seed), plus the full histograms and bootstrap CIs of one run."""
+    corr, raw = ev["hist_corrected"], ev["hist_raw"]
+    return {
+        "benchmark": BENCHMARK, "model": ev["variant"], "seed": ev["seed"], "device": ev["device"], "rho": ev["rho"],
+        "steps": ev["steps"],
+        "minority_share_corrected": {str(c): float(corr[c]) for c in minority},
+        "minority_share_raw": {str(c): float(raw[c]) for c in minority},
+        "kl_uniform": ev["kl_uniform_corrected"], "tv_uniform": ev["tv_uniform_corrected"],
+        "fd": ev["fd"], "fd_floor": ev["fd_floor"], "low_conf_rate": ev["frac_low_conf"],
+        "lambda_final": ev["lambda_final"], "predicted_shares": ev["predicted_shares"],
+        "wall_s": ev["wall_s"], "peak_mem_mb": ev["peak_mem_mb"],
+        # beyond the documented keys: what a reader needs to judge the row
+        "minority_share_corrected_total": ev["minority_share_corrected"],
+        "minority_share_corrected_total_ci": ev["minority_share_corrected_ci"],
+        "minority_share_raw_total": ev["minority_share_raw"],
+        "kl_uniform_ci": ev["kl_uniform_corrected_ci"], "kl_uniform_raw": ev["kl_uniform_raw"],
+        "hist_corrected": corr, "hist_raw": raw, "classifier_accuracy": ev["classifier_accuracy"],
+        "near_copy_frac": ev["near_copy_frac"], "near_copy_frac_minority": ev["near_copy_frac_minority"],
+        "lambda_tail_mean": ev["lambda_tail_mean"], "train_s": ev["train_s"], "sample_s": ev["sample_s"],
+        "n_samples": ev["n_samples"], "n_params": ev["n_params"],
+    }
+
+
+# ----- summary over seeds ---------------------------------------------------------
+def t_interval(values: Sequence[float], level: float = 0.95, lower: Optional[float] = None) -> dict:
+    """{"mean", "lo", "hi", "n"}; lo = hi = mean when n = 1 (no spread to estimate: an interval would be invented).
+
+    ``lower`` clips lo at the metric's natural bound (0 for shares, divergences, distances, times).
+    """
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    mean = float(v.mean())
+    if n == 1:
+        return {"mean": mean, "lo": mean, "hi": mean, "n": 1}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    lo = mean - half if lower is None else max(mean - half, lower)
+    return {"mean": mean, "lo": lo, "hi": mean + half, "n": n}
+
+
+def _metric_values(rows: list[dict], minority: Sequence[int]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        vals = {f"share_corrected_{c}": r["minority_share_corrected"][str(c)] for c in minority}
+        vals.update({f"share_raw_{c}": r["minority_share_raw"][str(c)] for c in minority})
+        vals.update({f"share_predicted_{c}": r["predicted_shares"][c] for c in minority})
+        vals.update({"minority_share_corrected_total": r["minority_share_corrected_total"],
+                     "kl_uniform": r["kl_uniform"], "tv_uniform": r["tv_uniform"], "fd": r["fd"],
+                     "fd_floor": r["fd_floor"], "low_conf_rate": r["low_conf_rate"], "wall_s": r["wall_s"],
+                     "peak_mem_mb": r["peak_mem_mb"]})
+        vals.update({f"hist_corrected_{c}": r["hist_corrected"][c] for c in range(NUM_CLASSES)})
+        for k, v in vals.items():
+            out.setdefault(k, []).append(float(v))
+    return out
+
+
+def summarize(rows: list[dict], minority: Sequence[int]) -> dict[str, dict]:
+    """Per variant: {metric: t_interval over seeds} and the seeds used."""
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == name]
+        out[name] = {"seeds": [r["seed"] for r in rs],
+                     **{k: t_interval(v, lower=0.0) for k, v in _metric_values(rs, minority).items()}}
+    return out
+
+
+def evaluate_targets(rows: list[dict], summary: dict, minority: Sequence[int]) -> dict:
+    """The issue's targets, checked on the seed means and, more strictly, on the whole interval."""
+    targets: dict = {}
+    if "dual" in summary:
+        s = summary["dual"]
+        per = {}
+        for c in minority:
+            iv = s[f"share_corrected_{c}"]
+            per[str(c)] = {**iv, "mean_within": abs(iv["mean"] - TARGET_SHARE) <= TARGET_TOL,
+                           "interval_within": (iv["lo"] >= TARGET_SHARE - TARGET_TOL
+                                               and iv["hi"] <= TARGET_SHARE + TARGET_TOL)}
+        targets["dual_minority_share"] = {
+            "target": f"each minority class's corrected share within {TARGET_TOL} of {TARGET_SHARE}",
+            "per_class": per, "met": all(p["mean_within"] for p in per.values()),
+            "predicted_by_lambda": {str(c): s[f"share_predicted_{c}"]["mean"] for c in minority
+                                    if f"share_predicted_{c}" in s},
+            "met_by_whole_interval": all(p["interval_within"] for p in per.values())}
+    if "dual" in summary and "unconstrained" in summary:
+        fd_u = {r["seed"]: r["fd"] for r in rows if r["model"] == "unconstrained"}
+        diffs = [r["fd"] - fd_u[r["seed"]] for r in rows if r["model"] == "dual" and r["seed"] in fd_u]
+        d = t_interval(diffs)
+        targets["dual_fd_below_unconstrained"] = {
+            "target": "FD of dual lower than FD of unconstrained",
+            "fd_dual": summary["dual"]["fd"], "fd_unconstrained": summary["unconstrained"]["fd"],
+            "paired_difference_dual_minus_unconstrained": d,
+            "met": summary["dual"]["fd"]["mean"] < summary["unconstrained"]["fd"]["mean"],
+            "met_by_whole_interval": d["n"] > 1 and d["hi"] < 0}
+    return targets
+
+
+# ----- the harness ----------------------------------------------------------------
+Log = Callable[[str], None]
+
+
+def run_dual_bench(scale: str | DualScale, device: torch.device | str, root: Path | str = ".",
+                   variants: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+                   on_row: Optional[Callable[[dict], None]] = None, log: Log = print, plot: bool = True,
+                   threads: Optional[int] = None) -> dict:
+    """Every variant × seed at one scale; writes ``reports/bench/dual.json`` (and ``dual_shares.png``) under root.
+
+    ``threads`` sets torch's intra-op threads for the run (None: leave them; on a CPU, 1 is usually fastest:
+    the networks are small, and extra threads only contend).
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
+    scale_name = scale if isinstance(scale, str) else "custom"
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise KeyError(f"unknown scale {scale!r}; available: {', '.join(SCALES)}")
+        sc = SCALES[scale]
+    else:
+        sc = scale
+    if variants:
+        bad = [v for v in variants if v not in VARIANTS]
+        if bad:
+            raise KeyError(f"unknown variant {bad[0]!r}; available: {', '.join(VARIANTS)}")
+        sc = replace(sc, variants=tuple(variants))
+    if seeds:
+        sc = replace(sc, seeds=tuple(int(s) for s in seeds))
+    device = torch.device(device)
+    t_all = time.perf_counter()
+    rows, classifiers, minority = [], [], None
+    for seed in sc.seeds:
+        split = load_digits_split(DigitsCfg(rho=sc.rho, seed=seed))
+        minority = list(split.minority)
+        t0 = time.perf_counter()
+        clf = fit_split_classifier(split, sc, seed)
+        classifiers.append({"seed": seed, "accuracy": clf.accuracy, "fit_s": time.perf_counter() - t0})
+        log(f"[dual] seed {seed}: classifier held-out accuracy {clf.accuracy:.3f}; biased set {len(split.y_biased)} "
+            f"images, minority counts {[int((split.y_biased == c).sum()) for c in minority]}")
+        for name in sc.variants:
+            row = bench_row(run_variant(name, split, clf, sc, seed, device), minority)
+            rows.append(row)
+            if on_row:
+                on_row(row)
+            sh = ", ".join(f"{c}: {v:.3f}" for c, v in row["minority_share_corrected"].items())
+            log(f"  {name:<13s} seed {seed}: corrected shares {sh}  KL_U {row['kl_uniform']:.3f}  "
+                f"FD {row['fd']:.1f} (floor {row['fd_floor']:.1f})  {row['wall_s']:.1f}s")
+    minority = minority or []
+    summary = summarize(rows, minority)
+    report = {
+        "benchmark": BENCHMARK, "scale": scale_name, "device": str(device), "torch": torch.__version__,
+        "host": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sc).items()},
+        "minority": minority, "interval": INTERVAL, "classifiers": classifiers,
+        "rows": rows, "summary": summary, "targets": evaluate_targets(rows, summary, minority),
+        "total_s": time.perf_counter() - t_all,
+    }
+    out = Path(root) / "reports" / "bench" / "dual.json"
+    from cdcore.data.io import write_text_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(report, indent=1, default=_json_default, allow_nan=True))
+    if plot:
+        plot_shares(report, out.with_name("dual_shares.png"))
+    return report
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def plot_shares(report: dict, path: Path) -> None:
+    """Corrected class shares per variant (seed mean with its interval) and the uniform line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary, minority = report["summary"], set(report["minority"])
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / max(1, len(names))
+    xs = np.arange(NUM_CLASSES)
+    for i, name in enumerate(names):
+        ivs = [summary[name][f"hist_corrected_{c}"] for c in range(NUM_CLASSES)]
+        mean = np.array([iv["mean"] for iv in ivs])
+        err = np.array([[iv["mean"] - iv["lo"] for iv in ivs], [iv["hi"] - iv["mean"] for iv in ivs]])
+        ax.bar(xs - 0.4 + (i + 0.5) * width, mean, width, yerr=err, capsize=2, label=f"{name} (n={ivs[0]['n']})")
+    ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
+    ax.set_xticks(xs, [f"{c}*" if c in minority else str(c) for c in range(NUM_CLASSES)])
+    ax.set_xlabel("digit class (* = minority)")
+    ax.set_ylabel("corrected share")
+    ax.set_title(f"digits ρ={report['settings']['rho']}, scale {report['scale']}: seed mean, 95% t-interval")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _iv(iv: dict, fmt: str = "{:.3f}") -> str:
+    if iv["n"] > 1:
+        return f"{fmt.format(iv['mean'])} [{fmt.format(iv['lo'])}, {fmt.format(iv['hi'])}]"
+    return fmt.format(iv["mean"])
+
+
+def format_dual_report(report: dict) -> str:
+    """Markdown: the per-variant summary (mean [95% t-interval] over seeds), then the targets."""
+    minority = report["minority"]
+    cols = ["model", "seeds"] + [f"share {c} (corr)" for c in minority] + ["KL(p‖U)", "TV", "FD", "FD floor",
+                                                                          "low conf", "wall s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, s in report["summary"].items():
+        cells = [name, str(len(s["seeds"]))] + [_iv(s[f"share_corrected_{c}"]) for c in minority]
+        cells += [_iv(s["kl_uniform"]), _iv(s["tv_uniform"]), _iv(s["fd"], "{:.1f}"), _iv(s["fd_floor"], "{:.1f}"),
+                  _iv(s["low_conf_rate"]), _iv(s["wall_s"], "{:.1f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Intervals: {report['interval']}. Shares are confusion-corrected (BBSE); target 0.10 each.")
+    t = report["targets"]
+    if "dual_minority_share" in t:
+        d = t["dual_minority_share"]
+        per = ", ".join(f"{c}: {p['mean']:.3f}" for c, p in d["per_class"].items())
+        pred = ", ".join(f"{c}: {v:.3f}" for c, v in d.get("predicted_by_lambda", {}).items())
+        lines.append(f"- target dual minority shares within {TARGET_TOL} of {TARGET_SHARE} ({per}): "
+                     f"{'MET' if d['met'] else 'NOT MET'} on the seed mean; "
+                     f"{'met' if d['met_by_whole_interval'] else 'not met'} by the whole interval"
+                     + (f" (the final λ-mixture predicts {pred})" if pred else ""))
+    if "dual_fd_below_unconstrained" in t:
+        f = t["dual_fd_below_unconstrained"]
+        d = f["paired_difference_dual_minus_unconstrained"]
+        lines.append(f"- target FD(dual) < FD(unconstrained) ({f['fd_dual']['mean']:.1f} vs "
+                     f"{f['fd_unconstrained']['mean']:.1f}; paired difference {_iv(d, '{:+.1f}')}): "
+                     f"{'MET' if f['met'] else 'NOT MET'} on the seed mean; "
+                     f"{'met' if f['met_by_whole_interval'] else 'not met'} by the whole interval")
+    return "\n".join(lines)
+
+
+__all__ = ["SCALES", "VARIANTS", "ROW_KEYS", "DualScale", "variant_cfg", "fit_split_classifier", "run_variant",
+           "bench_row", "summarize", "evaluate_targets", "t_interval", "run_dual_bench", "format_dual_report",
+           "plot_shares"]

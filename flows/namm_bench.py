@@ -1,0 +1,49 @@
+"""`cdcore bench namm`: the NAMM suite (cdcore/namm/bench.py) with one MLflow run per problem.
+
+``CDCORE_TRACKING=off`` runs it with no MLflow at all (as the landing suite).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from flows import tracking
+
+
+def log_result(res: dict, parent_run_id: Optional[str] = None) -> None:
+    """One MLflow run per problem: every numeric row field as ``<model>.<key>``, the summary as ``summary.<key>``."""
+    if not tracking.enabled():
+        return
+    with tracking.stage_run("bench-namm", res["problem"], parent_run_id, experiment="cdcore-bench") as run:
+        if run is None:
+            return
+        for r in res["rows"]:
+            tracking.log_metrics({f"{r['model']}.{k}": v for k, v in r.items() if isinstance(v, (int, float))})
+        tracking.log_metrics({f"summary.{k}": v for k, v in res["summary"].items()})
+
+
+def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
+               fail: Callable[[str], None]) -> dict:
+    from cdcore.namm.bench import PROBLEMS, SCALES, format_report, run_suite
+
+    if scale not in SCALES:
+        fail(f"--scale must be one of {', '.join(SCALES)} for namm, got {scale!r}")
+    for name in only or []:
+        if name not in PROBLEMS:
+            fail(f"unknown NAMM problem {name!r}; available: {', '.join(PROBLEMS)}")
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be cpu, cuda or auto, got {device!r}")
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    t0 = time.perf_counter()
+    report = run_suite(scale, device, only, root, log=lambda s: typer.echo(s, err=True), on_result=log_result)
+    typer.echo("\n" + format_report(report))
+    typer.echo(f"\nwrote {root / 'reports' / 'bench' / 'namm.json'} and namm_constraint_hist.png "
+               f"in {time.perf_counter() - t0:.0f}s")
+    return report
