@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from typing import Callable, Optional
 
 import numpy as np

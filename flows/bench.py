@@ -33,14 +33,9 @@ def default_paths(root: Path) -> benchmarks.Paths:
 
 
 def _log_rows(result: dict, parent_run_id: Optional[str]) -> None:
-    if not tracking.enabled():
-        return
-    with tracking.stage_run("bench", result["benchmark"], parent_run_id, experiment="cdcore-bench") as run:
-        if run is None:
-            return
-        for r in result["rows"]:
-            tracking.log_metrics({f"{r['sampler']}.{k}": v for k, v in r.items() if isinstance(v, (int, float))})
-        tracking.log_metrics({f"ratio.{k}": v for k, v in result["ratios"].items()})
+    metrics = {f"{r['sampler']}.{k}": v for r in result["rows"] for k, v in r.items()}
+    metrics.update({f"ratio.{k}": v for k, v in result["ratios"].items()})
+    tracking.log_bench_run("bench", result["benchmark"], metrics, parent_run_id)
 
 
 def run_all(scale: str, device: str, only: Optional[list[str]], root: Path, seed: int = 0,
@@ -118,16 +113,10 @@ def bench_flow(scale: str = "ci", device: str = "auto", only: Optional[list[str]
 
 # ----- `cdcore bench dual`: the digits fairness benchmark (cdcore/dual_bench.py) -------------------
 def _log_dual_row(row: dict, parent_run_id: Optional[str]) -> None:
-    if not tracking.enabled():
-        return
-    with tracking.stage_run("bench", f"{row['benchmark']}:{row['model']}:seed{row['seed']}", parent_run_id,
-                            experiment="cdcore-bench") as run:
-        if run is None:
-            return
-        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-        metrics.update({f"share_corrected.{c}": v for c, v in row["minority_share_corrected"].items()})
-        metrics.update({f"share_raw.{c}": v for c, v in row["minority_share_raw"].items()})
-        tracking.log_metrics(metrics)
+    metrics = dict(row)
+    metrics.update({f"share_corrected.{c}": v for c, v in row["minority_share_corrected"].items()})
+    metrics.update({f"share_raw.{c}": v for c, v in row["minority_share_raw"].items()})
+    tracking.log_bench_run("bench", f"{row['benchmark']}:{row['model']}:seed{row['seed']}", metrics, parent_run_id)
 
 
 def run_dual(scale: str, device: str, root: Path, variants: Optional[list[str]] = None,

@@ -16,14 +16,9 @@ from flows import tracking
 
 def log_result(res: dict, parent_run_id: Optional[str] = None) -> None:
     """One MLflow run per problem: every numeric row field as ``<model>.<key>``, the summary as ``summary.<key>``."""
-    if not tracking.enabled():
-        return
-    with tracking.stage_run("bench-namm", res["problem"], parent_run_id, experiment="cdcore-bench") as run:
-        if run is None:
-            return
-        for r in res["rows"]:
-            tracking.log_metrics({f"{r['model']}.{k}": v for k, v in r.items() if isinstance(v, (int, float))})
-        tracking.log_metrics({f"summary.{k}": v for k, v in res["summary"].items()})
+    metrics = {f"{r['model']}.{k}": v for r in res["rows"] for k, v in r.items()}
+    metrics.update({f"summary.{k}": v for k, v in res["summary"].items()})
+    tracking.log_bench_run("bench-namm", res["problem"], metrics, parent_run_id)
 
 
 def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
@@ -37,10 +32,12 @@ def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
             fail(f"unknown NAMM problem {name!r}; available: {', '.join(PROBLEMS)}")
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be cpu, cuda or auto, got {device!r}")
-    import torch
+    from cdcore.methods.landing import resolve_device
 
-    if device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    try:
+        resolve_device(device)
+    except RuntimeError as e:  # --device cuda without a GPU
+        fail(str(e))
     t0 = time.perf_counter()
     report = run_suite(scale, device, only, root, log=lambda s: typer.echo(s, err=True), on_result=log_result)
     typer.echo("\n" + format_report(report))

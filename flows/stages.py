@@ -36,7 +36,7 @@ from cdcore.methods.landing import (
     schedule_from,
     train_landing,
 )
-from cdcore.metrics import jsd_latlon, uniform_sphere, violation_stats
+from cdcore.metrics import jsd_latlon, violation_stats
 from cdcore.profiling import measure
 from cdcore.report import loss_curve, scatter_pca, sphere_map
 from flows import tracking

@@ -37,14 +37,14 @@ import time
 import uuid
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.futures import wait
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from cdcore.config import ConfigError, FileDataset, Params, parse_params
+from cdcore.config import ConfigError, FileDataset, Params, SweepCfg, load_params, parse_params
 from flows import stages, tracking
 
 ADDRESS_ENV = "CDCORE_DASK_ADDRESS"
@@ -53,8 +53,6 @@ CLUSTER_CLASS_ENV = "CDCORE_DASK_CLUSTER_CLASS"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-from cdcore.config import SweepCfg  # noqa: E402  (one definition, validated with params.yaml)
-
 
 def load_sweep(params_path: str | Path = "params.yaml", overrides: Optional[dict] = None) -> tuple[Params, SweepCfg]:
     """Read params.yaml; return its validated parameters (without ``sweep``) and the sweep settings.
@@ -62,24 +60,14 @@ def load_sweep(params_path: str | Path = "params.yaml", overrides: Optional[dict
     ``overrides`` (e.g. from a deployment's parameters) replace keys of the ``sweep:`` mapping.
     """
     path = Path(params_path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found; run from the project folder or pass --params PATH")
+    full = load_params(path)  # the sweep section is a field of Params: validated with the rest of the file
+    params = full.model_copy(update={"sweep": SweepCfg()})
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    raw = dict(raw)
-    section = raw.pop("sweep", None) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: `sweep` must be a mapping, found {type(section).__name__}")
-    params = parse_params(raw, source=str(path))
-    try:
-        cfg = SweepCfg.model_validate({**section, **{k: v for k, v in (overrides or {}).items() if v is not None}})
+        cfg = SweepCfg.model_validate({**full.sweep.model_dump(),
+                                       **{k: v for k, v in (overrides or {}).items() if v is not None}})
     except ValidationError as e:
         lines = [f"  - sweep.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"{path}: sweep section is invalid:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"{path}: sweep overrides are invalid:\n" + "\n".join(lines)) from None
     for name in cfg.datasets:
         params.dataset(name)  # raises ConfigError naming the data sets defined
     if not cfg.methods:

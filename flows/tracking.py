@@ -103,6 +103,13 @@ def log_metrics(metrics: dict[str, Any], step: Optional[int] = None) -> None:
     _mlflow().log_metrics(clean, step=step)
 
 
+def log_bench_run(stage: str, name: str, metrics: dict[str, Any], parent_run_id: Optional[str] = None) -> None:
+    """One run in the ``cdcore-bench`` experiment holding a benchmark result's numbers (nothing when tracking is off)."""
+    with stage_run(stage, name, parent_run_id, experiment="cdcore-bench") as run:
+        if run is not None:
+            log_metrics(metrics)
+
+
 def log_artifact(path: str | Path, artifact_path: Optional[str] = None) -> None:
     _mlflow().log_artifact(str(path), artifact_path=artifact_path)
 

@@ -1,7 +1,6 @@
 """The landing benchmark suite: data feasibility, the harness's rows and ratios, and benchmarks in the pipeline."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest

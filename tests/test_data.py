@@ -3,7 +3,6 @@
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from cdcore.config import load_params
 from cdcore.data import io

@@ -1,7 +1,5 @@
 """Landing diffusion: forward paths, the path loss, training, resume, and the samplers."""
 
-import math
-import warnings
 
 import pytest
 import torch

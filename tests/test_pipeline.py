@@ -16,7 +16,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_flow_runs_end_to_end_and_registers_a_loadable_sampler(project):
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from flows.pipeline import pipeline

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
 
 
 def _write_params(project: Path, **changes) -> dict:

@@ -24,6 +24,7 @@ from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
 from cdcore.constraints import Constraint
 from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, forward_paths, sample
 from cdcore.nets import ScoreModel
+from cdcore.profiling import resolve_device  # noqa: F401  (re-exported: stages and benches import it from here)
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -52,14 +53,6 @@ def build_model(dim: int, schedule: NoiseSchedule, dyn: DynamicsCfg, model: Mode
         torch.manual_seed(seed)
         return ScoreModel(dim, schedule, kind=dyn.kind, gamma=dyn.gamma, hidden=model.hidden,
                           depth=model.depth, time_features=model.time_features)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible; set device: auto or cpu")
-    return torch.device(name)
 
 
 # ----- losses ---------------------------------------------------------------

@@ -53,7 +53,7 @@ from cdcore.namm.problems import (
     nchw_to_flat,
     simulate_count_images,
 )
-from cdcore.profiling import measure
+from cdcore.profiling import measure, resolve_device
 
 PROBLEMS = ("burgers", "kolmogorov", "periodic_texture", "total_brightness", "count")
 MODELS = ("vanilla", "namm")
@@ -319,14 +319,6 @@ def _ratio(a: float, b: float) -> float:
 # ------------------------------------------------------------------------------------------------------------
 # the suite
 # ------------------------------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
 def run_suite(scale: str | ScaleCfg = "ci", device: str = "cpu", only: Optional[list[str]] = None,
               root: Path | str = ".", seed: int = 0, log: Log = print,
               on_result: Optional[Callable[[dict], None]] = None) -> dict:
