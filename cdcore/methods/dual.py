@@ -703,13 +703,16 @@ def sample_ddpm(model: Denoiser, n: int, seed: int = 0, device: torch.device | s
     y_all = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if y_all is not None and len(y_all) != n:
         raise ValueError(f"{len(y_all)} labels for {n} samples")
-    betas, abar = model.betas.double(), model.abar.double()
+    # schedule coefficients as Python floats, read off the device once: the step loop never syncs with the host
+    betas, abar = model.betas.double().cpu(), model.abar.double().cpu()
     abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
     alphas = 1 - betas
     post_var = betas * (1 - abar_prev) / (1 - abar)
-    var = post_var if cfg.variance == "posterior" else betas
-    c_x0 = abar_prev.sqrt() * betas / (1 - abar)
-    c_xt = alphas.sqrt() * (1 - abar_prev) / (1 - abar)
+    var = (post_var if cfg.variance == "posterior" else betas).tolist()
+    c_x0 = (abar_prev.sqrt() * betas / (1 - abar)).tolist()
+    c_xt = (alphas.sqrt() * (1 - abar_prev) / (1 - abar)).tolist()
+    eps_coef = (betas / (1 - abar).sqrt()).tolist()
+    abar, alphas = abar.tolist(), alphas.tolist()
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for s in range(0, n, cfg.batch_size):
@@ -721,12 +724,12 @@ def sample_ddpm(model: Denoiser, n: int, seed: int = 0, device: torch.device | s
             eps = model(x, torch.full((b,), t, device=device, dtype=torch.long), y)
             if cfg.clip is not None:
                 x0 = ((x - math.sqrt(1 - abar[i]) * eps) / math.sqrt(abar[i])).clamp(-cfg.clip, cfg.clip)
-                mean = float(c_x0[i]) * x0 + float(c_xt[i]) * x
+                mean = c_x0[i] * x0 + c_xt[i] * x
             else:
-                mean = (x - float(betas[i] / (1 - abar[i]).sqrt()) * eps) / math.sqrt(alphas[i])
+                mean = (x - eps_coef[i] * eps) / math.sqrt(alphas[i])
             if t > 1:
                 z = torch.randn(x.shape, generator=gen, device=device)
-                x = mean + math.sqrt(float(var[i])) * z
+                x = mean + math.sqrt(var[i]) * z
             else:
                 x = mean
         if not bool(torch.isfinite(x).all()):
