@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+Method = Literal["landing", "namm", "dual"]
+NAMM_PROBLEMS = ("burgers", "kolmogorov", "periodic_texture", "total_brightness")
 
 
 class ConfigError(ValueError):
@@ -29,6 +31,7 @@ class VmfDataset(Strict):
     """Synthetic mixture of von Mises–Fisher distributions on S², made from the seed alone."""
 
     kind: Literal["vmf"]
+    method: Optional[Method] = Field(None, description="landing (the only method for points on a manifold)")
     constraint: Literal["sphere"] = "sphere"
     n: int = Field(4000, ge=20, le=10_000_000, description="number of points before the split")
     components: int = Field(4, ge=1, le=64)
@@ -42,6 +45,7 @@ class FileDataset(Strict):
     """User data: a CSV of latitude/longitude in degrees, or an array of points (.npy / HDF5)."""
 
     kind: Literal["file"]
+    method: Optional[Method] = Field(None, description="landing (the only method for points on a manifold)")
     path: str = Field(min_length=1)
     format: Literal["auto", "latlon_csv", "npy", "h5"] = "auto"
     constraint: str = "sphere"
@@ -68,6 +72,7 @@ class BenchmarkDataset(Strict):
     """
 
     kind: Literal["benchmark"]
+    method: Optional[Method] = Field(None, description="landing (the only method for points on a manifold)")
     benchmark: str
     train_steps: int | None = Field(None, ge=1, le=10_000_000, description="overrides train.steps for this data set")
     schedule: Optional["ScheduleCfg"] = None
@@ -89,7 +94,77 @@ class BenchmarkDataset(Strict):
         return BENCHMARKS[self.benchmark].constraint
 
 
-Dataset = Annotated[Union[VmfDataset, FileDataset, BenchmarkDataset], Field(discriminator="kind")]
+class NammDataset(Strict):
+    """A NAMM constraint benchmark (cdcore/namm/problems.py), generated from the seed; trained by ``method: namm``.
+
+    Sizes and step counts default to the ``scale`` of ``cdcore bench namm`` (cdcore/namm/bench.py); the keys
+    below override them. ``count`` is not offered here: its constraint is a trained counting network, which
+    only ``cdcore bench namm`` trains.
+    """
+
+    kind: Literal["namm"]
+    method: Optional[Method] = Field(None, description="namm")
+    problem: Literal["burgers", "kolmogorov", "periodic_texture", "total_brightness"]
+    scale: Literal["ci", "paper"] = Field("ci", description="generator sizes, nets and steps of `cdcore bench namm`")
+    n_train: Optional[int] = Field(None, ge=8, le=10_000_000)
+    n_test: Optional[int] = Field(None, ge=8, le=10_000_000)
+    namm_steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="optimiser steps of the mirror-map fit")
+    train_steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="steps of the mirror-space score model")
+    finetune_steps: int = Field(0, ge=0, le=10_000_000,
+                                description="steps fine-tuning f on mirror-diffusion samples after training (0: none)")
+    sample_steps: Optional[int] = Field(None, ge=1, le=100_000)
+    n_samples: Optional[int] = Field(None, ge=2, le=10_000_000)
+    schedule: None = None
+    dynamics: None = None
+
+    @property
+    def constraint(self) -> str:
+        return self.problem
+
+
+class DigitsDataset(Strict):
+    """scikit-learn's 8×8 digits, made biased (minority classes kept at fraction ``rho``); ``method: dual``.
+
+    ``minority`` are the classes given a KL constraint (empty: plain training); ``exclude`` drops classes from
+    the training set altogether (the pretrained model of the fine-tuning experiment leaves out 9).
+    The held-out test split is always balanced over all ten classes.
+    """
+
+    kind: Literal["digits"]
+    method: Optional[Method] = Field(None, description="dual")
+    rho: float = Field(0.1, gt=0, le=1, description="fraction of each minority class kept in the training set")
+    minority: list[int] = Field(default_factory=lambda: [4, 5, 7], max_length=9)
+    exclude: list[int] = Field(default_factory=list, max_length=9)
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    mode: Optional[Literal["dual", "unconstrained", "reweight"]] = Field(
+        None, description="overrides dual.mode for this data set")
+    train_steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="overrides dual.steps")
+    schedule: None = None
+    dynamics: None = None
+
+    @field_validator("minority", "exclude")
+    @classmethod
+    def _digits(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(c < 0 or c > 9 for c in v):
+            raise ValueError(f"must be distinct digits 0-9, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "DigitsDataset":
+        both = sorted(set(self.minority) & set(self.exclude))
+        if both:
+            raise ValueError(f"classes {both} are both minority and excluded; a constraint needs the class's data")
+        return self
+
+    @property
+    def constraint(self) -> str:
+        return "kl_classes" if self.minority else "none"
+
+
+Dataset = Annotated[Union[VmfDataset, FileDataset, BenchmarkDataset, NammDataset, DigitsDataset],
+                    Field(discriminator="kind")]
+KIND_METHODS: dict[str, tuple[str, ...]] = {"vmf": ("landing",), "file": ("landing",), "benchmark": ("landing",),
+                                            "namm": ("namm",), "digits": ("dual",)}
 
 
 class SplitCfg(Strict):
@@ -168,7 +243,8 @@ class EvaluateCfg(Strict):
 
 class TrackingCfg(Strict):
     experiment: str = Field("cdcore", min_length=1)
-    model_name: str = Field("cdcore-landing", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    model_name: str = Field("cdcore-{method}", min_length=1, pattern=r"^([A-Za-z0-9_.\-]|\{method\})+$",
+                            description="registered as <model_name>-<data set>; {method} is replaced by the method")
     alias: str = Field("candidate", pattern=r"^[a-z][a-z0-9_\-]*$")
     register_model: bool = True
 
@@ -204,9 +280,67 @@ class SweepCfg(BaseModel):
         return v
 
 
+class DualPipelineCfg(Strict):
+    """``method: dual`` settings (cdcore/methods/dual.py): the KL-constrained DDPM and its evaluation.
+
+    The defaults are those of ``cdcore bench dual --scale ci``, where they were measured.
+    """
+
+    mode: Literal["dual", "unconstrained", "reweight"] = Field(
+        "dual", description="dual: resilient primal-dual; reweight: fixed oracle λ (baseline); unconstrained")
+    resilience: float = Field(0.5, ge=0, le=1e6, description="γ of the resilient dual update (fixed point λ = L/2γ)")
+    dual_lr: float = Field(0.5, gt=0, le=100)
+    primal_per_dual: int = Field(3, ge=1, le=100_000)
+    steps: int = Field(1200, ge=1, le=10_000_000)
+    hidden: int = Field(256, ge=8, le=8192)
+    depth: int = Field(3, ge=1, le=32)
+    T: int = Field(100, ge=2, le=4000, description="DDPM steps (training and sampling)")
+    lr: float = Field(1e-3, gt=0, le=1)
+    batch: int = Field(128, ge=1, le=1_000_000)
+    n_samples: int = Field(1000, ge=10, le=10_000_000)
+    classifier_epochs: int = Field(20, ge=1, le=10_000, description="evaluation CNN, trained on balanced real digits")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @staticmethod
+    def _abar_T(T: int) -> float:
+        """ᾱ_T of the linear-β schedule (5e-4 … 0.1 over T steps) that cdcore.methods.dual.DDPMCfg defaults to."""
+        out = 1.0
+        for i in range(T):
+            out *= 1 - (5e-4 + (0.1 - 5e-4) * i / max(T - 1, 1))
+        return out
+
+    @model_validator(mode="after")
+    def _ends_in_noise(self) -> "DualPipelineCfg":
+        if self._abar_T(self.T) > 0.01:
+            least = next(t for t in range(self.T, 4001) if self._abar_T(t) <= 0.01)
+            raise ValueError(f"dual.T = {self.T} leaves ᾱ_T = {self._abar_T(self.T):.3g} > 0.01, so x_T is not noise "
+                             f"but sampling starts from N(0, I); set dual.T >= {least}")
+        return self
+
+
+class FinetuneExp(Strict):
+    """Fine-tuning without forgetting (dual.md §1.4): start from a registered model, fine-tune on new classes.
+
+    Both the distillation-constrained and the plain fine-tuning are run and compared; the constrained model is
+    registered as ``<model_name>-<name>``.
+    """
+
+    source: str = Field(min_length=1, description="models:/<name>@<alias> (MLflow registry) or a folder models/<data set>")
+    base: str = Field(min_length=1, description="the digits data set the pretrained model was trained on")
+    classes: list[int] = Field(default_factory=lambda: [9], min_length=1, max_length=10)
+    steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="fine-tuning steps (default: dual.steps)")
+
+    @field_validator("source")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if v.startswith("models:/") and "@" not in v and v.count("/") < 2:
+            raise ValueError(f"{v!r}: a registry source is models:/<name>@<alias> or models:/<name>/<version>")
+        return v
+
+
 class Params(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    method: Literal["landing"] = "landing"
+    method: Method = Field("landing", description="method of the data sets that do not name their own")
     datasets: dict[str, Dataset] = Field(min_length=1)
     split: SplitCfg = SplitCfg()
     schedule: ScheduleCfg = ScheduleCfg()
@@ -217,6 +351,46 @@ class Params(Strict):
     evaluate: EvaluateCfg = EvaluateCfg()
     tracking: TrackingCfg = TrackingCfg()
     sweep: SweepCfg = SweepCfg()
+    dual: DualPipelineCfg = DualPipelineCfg()
+    finetune: dict[str, FinetuneExp] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _methods_fit_data(self) -> "Params":
+        for name, ds in self.datasets.items():
+            allowed = KIND_METHODS[ds.kind]
+            m = self.method_for(name)
+            if m not in allowed:
+                where = f"datasets.{name}.method" if ds.method is not None else "method"
+                raise ValueError(
+                    f"{where}: data set {name!r} (kind {ds.kind}) is trained by method {' or '.join(allowed)}, "
+                    f"not {m!r}; set `method: {allowed[0]}` under datasets.{name}")
+        for name, ft in self.finetune.items():
+            if not NAME_RE.match(name):
+                raise ValueError(f"finetune: name {name!r} must match {NAME_RE.pattern}")
+            if name in self.datasets:
+                raise ValueError(f"finetune.{name}: the name is taken by a data set; choose another")
+            base = self.datasets.get(ft.base)
+            if base is None or base.kind != "digits":
+                raise ValueError(f"finetune.{name}.base: {ft.base!r} is not a digits data set in `datasets`")
+            missing = sorted(set(ft.classes) - set(base.exclude))
+            if missing:
+                raise ValueError(f"finetune.{name}.classes: {missing} are not excluded from data set {ft.base!r}; "
+                                 "fine-tuning learns classes the pretrained model never saw (add them to its exclude)")
+        return self
+
+    def registered_name(self, name: str) -> str:
+        """The MLflow registry name of a data set's (or fine-tuning experiment's) sampler."""
+        method = "dual" if name in self.finetune else self.method_for(name)
+        return f"{self.tracking.model_name.replace('{method}', method)}-{name}"
+
+    def method_for(self, name: str) -> str:
+        """The data set's own ``method``, else the one its kind allows, else the top-level ``method``."""
+        ds = self.dataset(name)
+        if ds.method is not None:
+            return ds.method
+        if ds.kind in ("namm", "digits"):
+            return KIND_METHODS[ds.kind][0]
+        return self.method
 
     @model_validator(mode="after")
     def _explicit_landing_is_stable(self) -> "Params":
@@ -229,6 +403,8 @@ class Params(Strict):
         from cdcore.dynamics import NoiseSchedule
 
         for name in self.datasets:
+            if self.datasets[name].kind in ("namm", "digits"):
+                continue
             dyn = self.dynamics_for(name)
             if dyn.landing != "explicit":
                 continue
@@ -278,7 +454,7 @@ class Params(Strict):
         steps = self.dataset(name).train_steps
         return self.train if steps is None else self.train.model_copy(update={"steps": steps})
 
-    def dataset(self, name: str) -> VmfDataset | FileDataset:
+    def dataset(self, name: str) -> VmfDataset | FileDataset | BenchmarkDataset | NammDataset | DigitsDataset:
         try:
             return self.datasets[name]
         except KeyError:  # noqa: PERF203
@@ -326,5 +502,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw, source=str(path))
 
 
-for _m in (VmfDataset, FileDataset, BenchmarkDataset):
+for _m in (VmfDataset, FileDataset, BenchmarkDataset, NammDataset, DigitsDataset):
     _m.model_rebuild()

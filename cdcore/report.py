@@ -40,7 +40,7 @@ def sphere_map(path: str | Path, data: np.ndarray, samples: Mapping[str, np.ndar
     plt.close(fig)
 
 
-def loss_curve(path: str | Path, history: list[dict], title: str) -> None:
+def loss_curve(path: str | Path, history: list[dict], title: str, ylabel: str = "path NLL") -> None:
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(steps, [h["loss"] for h in history], label="train (minibatch)")
@@ -48,7 +48,7 @@ def loss_curve(path: str | Path, history: list[dict], title: str) -> None:
     if val:
         ax.plot(*zip(*val), "o-", label="validation (exact path NLL)")
     ax.set_xlabel("step")
-    ax.set_ylabel("path NLL")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

@@ -71,8 +71,8 @@ def _each(stage: str, params_path: str, datasets: Optional[List[str]], root: str
 
     def go() -> None:
         params = load_params(Path(root) / params_path)
-        fn = {"data": stages.run_data, "train": stages.run_train, "sample": stages.run_sample,
-              "evaluate": stages.run_evaluate, "register": stages.run_register}[stage]
+        fn = {"data": stages.run_data, "mirror": stages.run_mirror, "train": stages.run_train,
+              "sample": stages.run_sample, "evaluate": stages.run_evaluate, "register": stages.run_register}[stage]
         for name in _names(params, datasets):
             if stage == "train":
                 fn(params, name, Path(root), on_progress=lambda s, r, n=name: typer.echo(
@@ -119,14 +119,20 @@ def data(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, roo
 
 
 @app.command()
+def mirror(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+    """Fit the NAMM mirror maps g, f (method namm) -> mirrors/<name>/; other methods record that they need none."""
+    _each("mirror", params, dataset, root)
+
+
+@app.command()
 def train(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Train the landing score network (resumes from its checkpoint after a crash) -> models/<name>/."""
+    """Train each data set's model with its method (resumes from its checkpoint after a crash) -> models/<name>/."""
     _each("train", params, dataset, root)
 
 
 @app.command()
 def sample(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Sample with landing and the Newton-projection baseline -> samples/<name>.h5."""
+    """Sample each model (landing: also the Newton-projection baseline) -> samples/<name>.h5."""
     _each("sample", params, dataset, root)
 
 
@@ -158,7 +164,8 @@ def check(params: str = ParamsOpt, root: str = RootOpt) -> None:
     from cdcore.config import load_params
 
     p = _guarded(lambda: load_params(Path(root) / params))
-    typer.echo(f"{params}: valid; method {p.method}; data sets: {', '.join(p.datasets)}")
+    typer.echo(f"{params}: valid; data sets: {', '.join(f'{n} ({p.method_for(n)})' for n in p.datasets)}"
+               + (f"; fine-tuning: {', '.join(p.finetune)}" if p.finetune else ""))
 
 
 BENCH_SUITES = ("landing", "dual", "namm")

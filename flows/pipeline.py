@@ -36,8 +36,9 @@ def _retry_transient(task_, task_run, state) -> bool:
     return False
 
 
-_OUTPUT = {"data": "data", "train": "model", "sample": "samples"}
-_FINGERPRINT = {"data": stages.fp_data, "train": stages.fp_train, "sample": stages.fp_sample}
+_OUTPUT = {"data": "data", "mirror": "mirror", "train": "model", "sample": "samples"}
+_FINGERPRINT = {"data": stages.fp_data, "mirror": stages.fp_mirror, "train": stages.fp_train,
+                "sample": stages.fp_sample}
 
 
 def _cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> Optional[str]:
@@ -62,6 +63,11 @@ def _task(stage: str):
 @_task("data")
 def data_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str]) -> str:
     return str(stages.run_data(parse_params(params_raw), name, Path(root), parent_run_id))
+
+
+@_task("mirror")
+def mirror_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> str:
+    return str(stages.run_mirror(parse_params(params_raw), name, Path(root), parent_run_id))
 
 
 @_task("train")
@@ -104,10 +110,12 @@ def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Option
         # functions take the same lock again, which is re-entrant in this process. Sorted: no lock-order cycles.
         for n in sorted(set(names)):
             locks.enter_context(dataset_lock(root, n))
-        with tracking.pipeline_run(params.tracking.experiment, tags={"cdcore.method": params.method}) as parent:
+        with tracking.pipeline_run(params.tracking.experiment, tags={"cdcore.method": ",".join(sorted({params.method_for(n) for n in names}))}) as parent:
             versions = {}
             for n in names:
                 d = data_task(raw, n, root, parent)
+                if params.method_for(n) == "namm":      # the mirror maps sit between data and training
+                    d = mirror_task(raw, n, root, parent, d)
                 m = train_task(raw, n, root, parent, d)
                 s = sample_task(raw, n, root, parent, m)
                 e = evaluate_task(raw, n, root, parent, s)

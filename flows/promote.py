@@ -313,7 +313,7 @@ def _record(client, d: Decision, mv, alias: str) -> None:
 def promote_dataset(dataset: str, params_path: str | Path = "params.yaml", root: str | Path = ".",
                     **kwargs: Any) -> Decision:
     """Promote the candidate of one data set: the model name comes from params.yaml (``tracking.model_name``)."""
-    from flows.tracking import registered_name
+    from cdcore.config import parse_params
 
     root = Path(root).resolve()
     ppath = Path(params_path) if Path(params_path).is_absolute() else root / params_path
@@ -322,10 +322,11 @@ def promote_dataset(dataset: str, params_path: str | Path = "params.yaml", root:
         from cdcore.config import ConfigError
 
         raise ConfigError(f"{ppath}: file not found; run from the project folder or pass --params PATH")
-    if dataset not in raw["datasets"]:
+    if dataset not in raw["datasets"] and dataset not in raw.get("finetune", {}):
         from cdcore.config import ConfigError
 
         raise ConfigError(f"no data set {dataset!r} in {ppath}; defined: {', '.join(raw['datasets'])}")
     if kwargs.get("from_alias") is None:
         kwargs["from_alias"] = raw["tracking"]["alias"]
-    return promote(registered_name(raw["tracking"]["model_name"], dataset), root=root, params_path=ppath, **kwargs)
+    return promote(parse_params(raw, source=str(ppath)).registered_name(dataset), root=root, params_path=ppath,
+                   **kwargs)

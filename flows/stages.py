@@ -72,6 +72,12 @@ class Layout:
     def map_png(self, name: str) -> Path:
         return self.root / "reports" / "datasets" / f"{name}_map.png"
 
+    def mirror_dir(self, name: str) -> Path:
+        return self.root / "mirrors" / name
+
+    def mirror(self, name: str) -> Path:
+        return self.mirror_dir(name) / "namm.pt"
+
     def registry(self, name: str) -> Path:
         return self.root / "registry" / f"{name}.json"
 
@@ -92,19 +98,47 @@ def constraint_for(params: Params, name: str) -> constraints.Constraint:
     return constraints.make(ds.constraint)
 
 
+def method_stages(params: Params, name: str):
+    """The stage module of a data set's method other than landing (flows/stages_namm.py, stages_dual.py), or None."""
+    method = params.method_for(name)
+    if method == "namm":
+        from flows import stages_namm
+
+        return stages_namm
+    if method == "dual":
+        from flows import stages_dual
+
+        return stages_dual
+    return None
+
+
 # ----- fingerprints: what each stage's output depends on ---------------------
 def fp_data(params: Params, name: str, root: Path) -> str:
+    if (impl := method_stages(params, name)) is not None:
+        return impl.fp_data(params, name, root)
     ds = params.dataset(name)
     src = io.sha256_file(root / ds.path) if isinstance(ds, FileDataset) and (root / ds.path).is_file() else None
     return _hash(["data", _dump(ds), _dump(params.split), params.seed, src, io.SCHEMA_VERSION])
 
 
 def fp_train(params: Params, name: str, root: Path) -> str:
+    if (impl := method_stages(params, name)) is not None:
+        return impl.fp_train(params, name, root)
     return _hash(["train", io.sha256_file(Layout(root).data(name)), _dump(params.schedule_for(name)),
                   _dump(params.dynamics_for(name)), _dump(params.model), _dump(params.train_for(name)), params.seed])
 
 
+def fp_mirror(params: Params, name: str, root: Path) -> str:
+    from flows import stages_namm
+
+    if params.method_for(name) != "namm":
+        return _hash(["no-mirror", params.method_for(name)])
+    return stages_namm.fp_mirror(params, name, root)
+
+
 def fp_sample(params: Params, name: str, root: Path) -> str:
+    if (impl := method_stages(params, name)) is not None:
+        return impl.fp_sample(params, name, root)
     return _hash(["sample", io.sha256_file(Layout(root).model(name)), _dump(params.sample),
                   _dump(params.dynamics_for(name)), params.seed])
 
@@ -155,6 +189,8 @@ def run_data(params: Params, name: str, root: Path, parent_run_id: Optional[str]
     root = Path(root)
     out = Layout(root).data(name)
     io.remove_stale_temps(out.parent)
+    if (impl := method_stages(params, name)) is not None:
+        return impl.run_data(params, name, root, parent_run_id)
     fp = fp_data(params, name, root)
     if _up_to_date(out, fp, "data", name):
         return out
@@ -209,6 +245,8 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
     lay = Layout(root)
     out = lay.model(name)
     io.remove_stale_temps(out.parent)
+    if (impl := method_stages(params, name)) is not None:
+        return impl.run_train(params, name, root, parent_run_id, on_progress=on_progress)
     fp = fp_train(params, name, root)
     if _up_to_date(out, fp, "train", name):
         return out
@@ -270,6 +308,8 @@ def run_sample(params: Params, name: str, root: Path, parent_run_id: Optional[st
     lay = Layout(root)
     out = lay.samples(name)
     io.remove_stale_temps(out.parent)
+    if (impl := method_stages(params, name)) is not None:
+        return impl.run_sample(params, name, root, parent_run_id)
     fp = fp_sample(params, name, root)
     if _up_to_date(out, fp, "sample", name):
         return out
@@ -313,11 +353,25 @@ def quality_metric(params: Params, name: str, constraint_name: str) -> tuple[str
 
 
 @_locked
+def run_mirror(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> Path:
+    """Fit the NAMM mirror maps g, f (method namm); a data set of another method records that it needs none."""
+    from flows import stages_namm
+
+    root = Path(root)
+    io.remove_stale_temps(Layout(root).mirror_dir(name))
+    if params.method_for(name) != "namm":
+        return stages_namm.write_identity(params, name, root)
+    return stages_namm.run_mirror(params, name, root, parent_run_id)
+
+
+@_locked
 def run_evaluate(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> list[dict]:
     """Score every sampler against the test split, with the train-vs-test floor and the prior as reference."""
     root = Path(root)
     lay = Layout(root)
     io.remove_stale_temps(lay.report(name).parent)
+    if (impl := method_stages(params, name)) is not None:
+        return impl.run_evaluate(params, name, root, parent_run_id)
     splits, attrs = io.read_dataset(lay.data(name))
     groups, sattrs = io.read_samples(lay.samples(name))
     constraint = constraints.make(attrs["constraint"])
@@ -376,15 +430,22 @@ def run_register(params: Params, name: str, root: Path, parent_run_id: Optional[
     if params.tracking.register_model:
         report = json.loads(lay.report(name).read_text())
         metrics = {f"{r['sampler']}.{k}": r[k] for r in report["rows"] for k in ("score", "jsd", "violation_max", "drop_rate")}
-        version = tracking.register_sampler(lay.model(name), params.tracking, name, metrics, parent_run_id)
+        method = params.method_for(name)
+        shape = None
+        if method == "namm":
+            h, w, c = load_checkpoint(lay.model(name))["meta"]["shape"]
+            shape = (c, h, w)
+        version = tracking.register_sampler(lay.model(name), params.tracking, name, metrics, parent_run_id,
+                                            name=params.registered_name(name), code=tracking.sampler_code(method),
+                                            output_shape=shape)
         if version is not None:
             from flows.promote import record_lineage
 
             # params, dvc.lock hashes and git commit on every version, so any version can be traced back
-            record_lineage(tracking.registered_name(params.tracking.model_name, name), version, root=root, dataset=name)
-    record = {"dataset": name, "model": tracking.registered_name(params.tracking.model_name, name),
+            record_lineage(params.registered_name(name), version, root=root, dataset=name)
+    record = {"dataset": name, "model": params.registered_name(name),
               "version": version, "alias": params.tracking.alias if version else None,
-              "uri": f"models:/{tracking.registered_name(params.tracking.model_name, name)}@{params.tracking.alias}"
+              "uri": f"models:/{params.registered_name(name)}@{params.tracking.alias}"
               if version else None}
     io.write_text_atomic(lay.registry(name), json.dumps(record, indent=1))
     return version
@@ -411,10 +472,20 @@ def format_table(rows: list[dict]) -> str:
             ("score_reference", "{:.3f}"),
             ("violation_max", "{:.1e}"), ("drop_rate", "{:.4f}"), ("nfe", "{}"), ("newton_iters", "{:.1f}"),
             ("wall_s", "{:.2f}"), ("peak_mem_mb", "{:.0f}")]
-    head = "| " + " | ".join(c for c, _ in cols) + " |"
-    sep = "|" + "|".join("---" for _ in cols) + "|"
-    body = ["| " + " | ".join(f.format(r[c]) for c, f in cols) + " |" for r in rows]
+    head = "| " + " | ".join(c for c, _ in cols) + " | detail |"
+    sep = "|" + "|".join("---" for _ in cols) + "|---|"
+    body = ["| " + " | ".join(f.format(r[c]) for c, f in cols) + f" | {_detail(r)} |" for r in rows]
     return "\n".join([head, sep, *body])
+
+
+def _detail(r: dict) -> str:
+    """What the method promises, per row: the feasibility of NAMM samples, the class shares of dual training."""
+    if r.get("method") == "namm":
+        return f"constraint distance mean {r['constraint_mean']:.2g} (held-out data {r['data_constraint_mean']:.2g})"
+    if r.get("method") == "dual":
+        shares = ", ".join(f"{k.split('/')[1]}: {v:.3f}" for k, v in r.items() if k.startswith("share/"))
+        return f"corrected shares {shares} (uniform 0.100)"
+    return f"target {r['score_target']:.3f}" if r.get("score_target") == r.get("score_target") else ""
 
 
 def clean(root: Path) -> None:
@@ -422,7 +493,7 @@ def clean(root: Path) -> None:
 
     ``.cache/locks`` stays: deleting a lock file another run holds would let a third run take a new one.
     """
-    for sub in ("data", "models", "samples", "reports", "registry", ".cache"):
+    for sub in ("data", "mirrors", "models", "samples", "reports", "registry", ".cache"):
         p = Path(root) / sub
         if p.is_dir() and sub == ".cache":
             for child in p.iterdir():

@@ -213,7 +213,7 @@ def sweep_point(raw: dict, method: str, dataset: str, seed: int, point_root: str
         if version:
             from flows.promote import record_lineage
 
-            record_lineage(tracking.registered_name(params.tracking.model_name, dataset), version, root,
+            record_lineage(params.registered_name(dataset), version, root,
                            "params.yaml", dataset)
         stages.run_report(params, root, [dataset])
         if run is not None:

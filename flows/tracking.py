@@ -15,6 +15,11 @@ from typing import Any, Iterator, Optional
 SAMPLER_CODE = Path(__file__).with_name("sampler_model.py")
 
 
+def sampler_code(method: str) -> Path:
+    """The pyfunc code file of a method's registered sampler (models are logged as code, never pickled)."""
+    return SAMPLER_CODE if method == "landing" else Path(__file__).with_name(f"sampler_{method}.py")
+
+
 def enabled() -> bool:
     return os.environ.get("CDCORE_TRACKING", "on").lower() not in ("off", "0", "false", "no")
 
@@ -114,12 +119,9 @@ def log_artifact(path: str | Path, artifact_path: Optional[str] = None) -> None:
     _mlflow().log_artifact(str(path), artifact_path=artifact_path)
 
 
-def registered_name(base: str, dataset: str) -> str:
-    return f"{base}-{dataset}"
-
-
 def register_sampler(weights: Path, cfg: Any, dataset: str, metrics: dict[str, float],
-                     parent_run_id: Optional[str] = None) -> Optional[str]:
+                     parent_run_id: Optional[str] = None, *, name: str, code: Path = SAMPLER_CODE,
+                     output_shape: Optional[tuple[int, ...]] = None) -> Optional[str]:
     """Log the sampler as a pyfunc (code + weights-only checkpoint), register it, set the alias.
 
     The model is logged from code (``sampler_model.py``), not pickled: loading
@@ -136,17 +138,16 @@ def register_sampler(weights: Path, cfg: Any, dataset: str, metrics: dict[str, f
     import warnings
 
     mlflow = _mlflow()
-    name = registered_name(cfg.model_name, dataset)
     warnings.filterwarnings("ignore", module=r"mlflow\..*")
     from cdcore.checkpoint import load_checkpoint
 
-    dim = int(load_checkpoint(weights)["meta"]["dim"])
-    signature = infer_signature(pd.DataFrame({"n": [4], "seed": [0]}), np.zeros((4, dim), dtype=np.float32))
+    shape = output_shape or (int(load_checkpoint(weights)["meta"]["dim"]),)
+    signature = infer_signature(pd.DataFrame({"n": [4], "seed": [0]}), np.zeros((4, *shape), dtype=np.float32))
     with stage_run("register", dataset, parent_run_id) as run:
         log_metrics(metrics)
         info = mlflow.pyfunc.log_model(
             name="sampler",
-            python_model=str(SAMPLER_CODE),
+            python_model=str(code),
             artifacts={"weights": str(weights)},
             signature=signature,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cdcore"],

@@ -59,6 +59,7 @@ def tiny_params_yaml() -> str:
     import yaml
 
     full = yaml.safe_load((REPO / "params.yaml").read_text())
+    full["finetune"] = {}          # the repository's experiments name data sets the tiny ones replace
     for key, value in yaml.safe_load(TINY_PARAMS).items():
         if isinstance(value, dict) and key != "datasets":
             full[key] = {**full.get(key, {}), **value}

@@ -22,7 +22,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Optional, Any, Iterator
 
 import h5py
 import numpy as np
@@ -84,7 +84,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_dataset(path: str | Path, splits: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+def write_dataset(path: str | Path, splits: dict[str, np.ndarray], attrs: dict[str, Any],
+                  labels: Optional[dict[str, np.ndarray]] = None) -> None:
+    """``labels`` (optional, per split, int): class labels stored beside the points under /labels/<split>."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -93,6 +95,29 @@ def write_dataset(path: str | Path, splits: dict[str, np.ndarray], attrs: dict[s
             for name in SPLITS:
                 arr = np.asarray(splits[name], dtype=np.float32)
                 f.create_dataset(name, data=arr, chunks=(min(len(arr), 4096), arr.shape[1]) if len(arr) else None)
+            for name, lab in (labels or {}).items():
+                lab = np.asarray(lab, dtype=np.int64)
+                if lab.shape != (len(splits[name]),):
+                    raise ValueError(f"labels[{name!r}] has shape {lab.shape}; expected ({len(splits[name])},)")
+                f.create_dataset(f"labels/{name}", data=lab)
+
+
+def read_labels(path: str | Path) -> dict[str, np.ndarray]:
+    """The /labels/<split> arrays of a data file, checked against the splits' lengths."""
+    path = Path(path)
+    with _open(path) as f:
+        if "labels" not in f:
+            raise DataError(f"{path}: no /labels group; this data set has no class labels (re-run `cdcore data`)")
+        out = {}
+        for name in SPLITS:
+            if name not in f["labels"] or name not in f:
+                raise DataError(f"{path}: /labels/{name} missing; re-run `cdcore data`")
+            lab = f["labels"][name][()]
+            if lab.ndim != 1 or len(lab) != len(f[name]) or not np.issubdtype(lab.dtype, np.integer):
+                raise DataError(f"{path}: /labels/{name} has shape {lab.shape}, dtype {lab.dtype}; expected "
+                                f"({len(f[name])},) integers; re-run `cdcore data`")
+            out[name] = lab.astype(np.int64)
+    return out
 
 
 def _open(path: Path) -> h5py.File:

@@ -740,12 +740,13 @@ def sample_ddpm(model: Denoiser, n: int, seed: int = 0, device: torch.device | s
 
 
 # ----- checkpoints ----------------------------------------------------------------
-def save_dual(path: str | Path, outcome: DualOutcome, cfg: DualCfg) -> None:
-    """Plain-data checkpoint (weights_only-safe): weights, config JSON and the λ history."""
+def save_dual(path: str | Path, outcome: DualOutcome, cfg: DualCfg, meta: Optional[dict] = None) -> None:
+    """Plain-data checkpoint (weights_only-safe): weights, config JSON, the λ history and the caller's ``meta``."""
     save_checkpoint(path, {
         "format": CKPT_FORMAT, "dim": int(outcome.model.dim), "cfg": cfg.model_dump_json(),
         "model": {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()},
         "lambdas": torch.as_tensor(outcome.lambdas), "constraint_names": list(outcome.constraint_names),
+        "meta": {"dim": int(outcome.model.dim), **(meta or {})},
     })
 
 
@@ -756,5 +757,5 @@ def load_dual(path: str | Path, device: torch.device | str = "cpu") -> tuple[Den
     cfg = DualCfg.model_validate_json(state["cfg"])
     model = Denoiser(int(state["dim"]), cfg.model, cfg.schedule)
     model.load_state_dict(state["model"])
-    meta = {"lambdas": state["lambdas"].numpy(), "constraint_names": state["constraint_names"]}
+    meta = {**state.get("meta", {}), "lambdas": state["lambdas"].numpy(), "constraint_names": state["constraint_names"]}
     return model.to(device).eval(), cfg, meta

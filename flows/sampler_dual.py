@@ -1,0 +1,33 @@
+"""MLflow pyfunc of a dual-trained (KL-constrained) DDPM, logged as code (no pickled objects).
+
+``predict`` takes a table with columns ``n`` and ``seed`` (one row) and returns an (n, 64) array of 8×8
+digits in [−1, 1]. The ε-model itself is ``self.model`` (a :class:`cdcore.methods.dual.Denoiser`): the
+fine-tuning flow starts from it (``unwrap_python_model().model``).
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+
+
+class DualSampler(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        import torch
+
+        from cdcore.methods.dual import load_dual
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model, self.cfg, self.meta = load_dual(context.artifacts["weights"], self.device)
+
+    def predict(self, context, model_input, params=None):
+        from cdcore.methods.dual import sample_ddpm
+
+        spec = model_input.to_dict(orient="records")[0] if hasattr(model_input, "to_dict") else dict(model_input)
+        n, seed = int(np.ravel(spec.get("n", 1))[0]), int(np.ravel(spec.get("seed", 0))[0])
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return sample_ddpm(self.model, n, seed=seed, device=self.device, cfg=self.cfg.sampler).numpy()
+
+
+mlflow.models.set_model(DualSampler())
