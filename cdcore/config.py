@@ -327,8 +327,12 @@ class FinetuneExp(Strict):
 
     source: str = Field(min_length=1, description="models:/<name>@<alias> (MLflow registry) or a folder models/<data set>")
     base: str = Field(min_length=1, description="the digits data set the pretrained model was trained on")
-    classes: list[int] = Field(default_factory=lambda: [9], min_length=1, max_length=10)
-    steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="fine-tuning steps (default: dual.steps)")
+    new_class: Literal[9] = Field(9, description="the class the base data set excluded (the evaluation follows "
+                                                 "dual.md §2.2 item 7, written for 9)")
+    steps: int = Field(400, ge=1, le=10_000_000, description="primal steps of each fine-tuning run")
+    lr: float = Field(5e-4, gt=0, le=1)
+    teacher_samples: int = Field(1000, ge=10, le=10_000_000,
+                                 description="pretrained-model samples that carry the distillation constraint")
 
     @field_validator("source")
     @classmethod
@@ -372,10 +376,9 @@ class Params(Strict):
             base = self.datasets.get(ft.base)
             if base is None or base.kind != "digits":
                 raise ValueError(f"finetune.{name}.base: {ft.base!r} is not a digits data set in `datasets`")
-            missing = sorted(set(ft.classes) - set(base.exclude))
-            if missing:
-                raise ValueError(f"finetune.{name}.classes: {missing} are not excluded from data set {ft.base!r}; "
-                                 "fine-tuning learns classes the pretrained model never saw (add them to its exclude)")
+            if ft.new_class not in base.exclude:
+                raise ValueError(f"finetune.{name}.new_class: {ft.new_class} is not excluded from data set {ft.base!r}; "
+                                 "fine-tuning learns a class the pretrained model never saw (add it to its exclude)")
         return self
 
     def registered_name(self, name: str) -> str:

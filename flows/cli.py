@@ -159,6 +159,28 @@ def report(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, r
 
 
 @app.command()
+def finetune(params: str = ParamsOpt,
+             name: Optional[List[str]] = typer.Option(None, "--name", help="experiment under `finetune:` (repeatable; default: all)"),
+             root: str = RootOpt) -> None:
+    """Fine-tune registered pretrained models on their new class, plainly and under the distillation constraint."""
+    from flows.finetune import format_rows, run_finetune
+
+    _setup_logging()
+
+    def go() -> None:
+        from cdcore.config import ConfigError, load_params
+
+        p = load_params(Path(root) / params)
+        for n in name or list(p.finetune):
+            if n not in p.finetune:
+                raise ConfigError(f"no fine-tuning experiment {n!r} in {params}; defined: {', '.join(p.finetune) or 'none'}")
+            rep = run_finetune(p, n, Path(root))
+            typer.echo(f"\n{n} (from {rep['source']}):\n{format_rows(rep['rows'])}\nchecks: {rep['checks']}")
+
+    _guarded(go)
+
+
+@app.command()
 def check(params: str = ParamsOpt, root: str = RootOpt) -> None:
     """Validate params.yaml and print the data sets it defines."""
     from cdcore.config import load_params

@@ -120,6 +120,12 @@ def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Option
                 s = sample_task(raw, n, root, parent, m)
                 e = evaluate_task(raw, n, root, parent, s)
                 versions[n] = register_task(raw, n, root, parent, e)
+            for ft_name, exp in params.finetune.items():     # fine-tuning starts from a model registered above
+                if exp.base in names:
+                    from flows.finetune import finetune_task
+
+                    rep = finetune_task(raw, ft_name, root, parent)
+                    versions[ft_name] = rep.get("registered_version")
             summary = stages.run_report(params, Path(root), names)
             if parent:
                 tracking.log_artifact(stages.Layout(Path(root)).summary(), "reports")

@@ -461,9 +461,20 @@ def run_report(params: Params, root: Path, names: Optional[list[str]] = None) ->
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; run `cdcore evaluate --dataset {n}` first")
         rows += json.loads(path.read_text())["rows"]
-    summary = {"method": params.method, "rows": rows}
+    finetune = {}
+    for n, exp in params.finetune.items():
+        path = lay.root / "reports" / "finetune" / f"{n}.json"
+        if exp.base in names and path.exists():
+            finetune[n] = json.loads(path.read_text())
+    summary = {"method": params.method, "rows": rows, "finetune": finetune}
     io.write_text_atomic(lay.summary(), json.dumps(summary, indent=1))
-    io.write_text_atomic(lay.root / "reports" / "summary.md", format_table(rows) + "\n")
+    text = format_table(rows) + "\n"
+    if finetune:
+        from flows.finetune import format_rows
+
+        for n, rep in finetune.items():
+            text += f"\n### fine-tuning {n} (from {rep['source']})\n\n{format_rows(rep['rows'])}\n"
+    io.write_text_atomic(lay.root / "reports" / "summary.md", text)
     return summary
 
 

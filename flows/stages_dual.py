@@ -36,6 +36,20 @@ def scale_of(params: Params, name: str) -> DualScale:
                      seeds=(params.seed,), clf_epochs=d.classifier_epochs)
 
 
+def scale_for_finetune(params: Params, exp) -> tuple[DualScale, "object"]:
+    """(pretraining scale of the dual section, fine-tuning settings of one ``finetune`` entry)."""
+    from dataclasses import replace
+
+    from cdcore.dual_finetune import FT_SCALES
+
+    d = params.dual
+    sc = DualScale(steps=d.steps, hidden=d.hidden, depth=d.depth, T=d.T, lr=d.lr, batch=d.batch, n_samples=d.n_samples,
+                   seeds=(params.seed,), clf_epochs=d.classifier_epochs)
+    ft = replace(FT_SCALES["ci"], steps=exp.steps, lr=exp.lr, warmup=min(FT_SCALES["ci"].warmup, exp.steps),
+                 teacher_samples=exp.teacher_samples)
+    return sc, ft
+
+
 def mode_of(params: Params, name: str) -> str:
     ds: DigitsDataset = params.dataset(name)
     return "unconstrained" if not ds.minority else (ds.mode or params.dual.mode)

@@ -137,7 +137,31 @@ def test_method_must_fit_the_kind_of_data():
         _params({"digits": DIGITS_DS}, dual={"T": 50})
     with pytest.raises(ConfigError, match=r"both minority and excluded"):
         _params({"d": {"kind": "digits", "minority": [9], "exclude": [9]}})
-    with pytest.raises(ConfigError, match=r"finetune.ft.classes: \[9\] are not excluded"):
-        _params({"d": {"kind": "digits"}}, finetune={"ft": {"source": "models/d", "base": "d", "classes": [9]}})
+    with pytest.raises(ConfigError, match=r"finetune.ft.new_class: 9 is not excluded"):
+        _params({"d": {"kind": "digits"}}, finetune={"ft": {"source": "models/d", "base": "d"}})
     with pytest.raises(ConfigError, match=r"finetune.ft.base: 'x' is not a digits data set"):
         _params({"d": {"kind": "digits"}}, finetune={"ft": {"source": "models/d", "base": "x"}})
+
+
+def test_finetune_flow_starts_from_a_registered_model_and_keeps_old_digits(tmp_path):
+    """Pretrain without 9 through the pipeline, register it, fine-tune from models:/...@candidate both ways."""
+    from flows import stages
+    from flows.finetune import finetune_flow
+
+    datasets = {"no9": {"kind": "digits", "method": "dual", "minority": [], "exclude": [9], "train_steps": 400}}
+    ft = {"ft9": {"source": "models:/tiny-dual-no9@candidate", "base": "no9", "steps": 60, "teacher_samples": 200}}
+    p = _params(datasets, finetune=ft, dual={**TINY_DUAL, "hidden": 64, "lr": 2e-3, "n_samples": 300})
+    for stage in (stages.run_data, stages.run_train, stages.run_sample, stages.run_evaluate, stages.run_register):
+        stage(p, "no9", tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+    rep = finetune_flow(params_path="params.yaml", root=str(tmp_path))["ft9"]
+    by = {r["variant"]: r for r in rep["rows"]}
+    assert set(by) == {"teacher", "unconstrained", "constrained"}
+    assert by["constrained"]["lambda_final"] > 0 and by["unconstrained"]["lambda_final"] == 0
+    assert by["constrained"]["threshold"] > 0
+    assert rep["checks"]["constrained_keeps_more_old_digits"]          # the constraint is what keeps 0-8
+    assert by["unconstrained"]["share_new"] > by["teacher"]["share_new"]  # and the plain fine-tune learned 9s
+    assert rep["uri"] == "models:/tiny-dual-ft9@candidate"
+    assert (tmp_path / "reports" / "finetune" / "ft9.png").stat().st_size > 10_000
+    again = finetune_flow(params_path="params.yaml", root=str(tmp_path))["ft9"]      # fingerprinted: not redone
+    assert again["fingerprint"] == rep["fingerprint"] and again["rows"] == rep["rows"]
