@@ -133,3 +133,19 @@ def run_dual(scale: str, device: str, root: Path, variants: Optional[list[str]] 
     print(f"[bench] dual ({scale}, {dev})", flush=True)
     return run_dual_bench(scale, dev, root, variants=variants, threads=threads,
                           on_row=lambda r: _log_dual_row(r, parent_run_id), log=lambda s: print(s, flush=True))
+
+
+def run_dual_finetune(scale: str, device: str, root: Path, threads: Optional[int] = None,
+                      parent_run_id: Optional[str] = None) -> dict:
+    """Fine-tuning without forgetting (pretrain without 9, fine-tune on 9s) × seeds; one MLflow run per row."""
+    from cdcore.dual_finetune import run_finetune_bench
+
+    dev = resolve_device(device)
+    if threads is None and dev.type == "cpu":
+        threads = 1
+    print(f"[bench] dual fine-tuning ({scale}, {dev})", flush=True)
+    report = run_finetune_bench(scale, dev, root, seeds=None, threads=threads, log=lambda s: print(s, flush=True))
+    for row in report["rows"]:
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tracking.log_bench_run("bench", f"digits_finetune:{row['variant']}:seed{row['seed']}", metrics, parent_run_id)
+    return report

@@ -206,18 +206,29 @@ def bench(
                                   "per benchmark"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="dual only: torch intra-op threads "
                                           "(default on a CPU: 1)"),
+    experiment: str = typer.Option("all", "--experiment", help="dual: fairness | finetune | all; "
+                                   "namm: prior (NAMM vs vanilla) | inverse (mirror DPS vs DPS) | all"),
     root: str = RootOpt,
 ) -> None:
-    """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>.json."""
+    """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>*.json."""
+    experiments = {"dual": ("fairness", "finetune"), "namm": ("prior", "inverse")}
+    if method in experiments and experiment != "all" and experiment not in experiments[method]:
+        _fail(f"--experiment for {method} must be {', '.join(experiments[method])} or all, got {experiment!r}")
     if method == "namm":  # vanilla diffusion vs NAMM + mirror diffusion on the five constraint problems
-        from flows.namm_bench import bench_namm
+        from flows.namm_bench import bench_namm, bench_namm_inverse
 
-        bench_namm(scale, device, only, Path(root), fail=_fail)
+        if experiment in ("all", "prior"):
+            bench_namm(scale, device, only, Path(root), fail=_fail)
+        if experiment in ("all", "inverse"):
+            bench_namm_inverse(scale, device, Path(root), fail=_fail)
         return
     if method not in BENCH_SUITES:
         _fail(f"unknown benchmark suite {method!r}; available: {', '.join(BENCH_SUITES)}")
     if method == "dual":
-        _bench_dual(scale, device, only, use_flow, threads, root)
+        if experiment in ("all", "fairness"):
+            _bench_dual(scale, device, only, use_flow, threads, root)
+        if experiment in ("all", "finetune"):
+            _bench_finetune(scale, device, threads, root)
         return
     if scale not in ("ci", "paper"):
         _fail(f"--scale must be ci or paper, got {scale!r}")
@@ -233,6 +244,19 @@ def bench(
         report = run_all(scale, device, only, Path(root))
     typer.echo("\n" + format_report(report))
     typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'landing.json'}")
+
+
+def _bench_finetune(scale: str, device: str, threads: Optional[int], root: str) -> None:
+    from cdcore.dual_finetune import FT_SCALES, format_finetune_report
+    from flows.bench import run_dual_finetune
+
+    if scale not in FT_SCALES:
+        _fail(f"--scale must be one of {', '.join(FT_SCALES)} for the fine-tuning experiment, got {scale!r}")
+    t0 = time.perf_counter()
+    report = _guarded(lambda: run_dual_finetune(scale, device, Path(root), threads=threads))
+    out = Path(root) / "reports" / "bench"
+    typer.echo("\n" + format_finetune_report(report))
+    typer.echo(f"\nwrote {out / 'dual_finetune.json'} and {out / 'dual_finetune.png'} in {time.perf_counter() - t0:.0f}s")
 
 
 def _bench_dual(scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads: Optional[int],

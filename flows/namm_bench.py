@@ -44,3 +44,19 @@ def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
     typer.echo(f"\nwrote {root / 'reports' / 'bench' / 'namm.json'} and namm_constraint_hist.png "
                f"in {time.perf_counter() - t0:.0f}s")
     return report
+
+
+def bench_namm_inverse(scale: str, device: str, root: Path, fail: Callable[[str], None]) -> dict:
+    """Mirror DPS against DPS and constraint-guided DPS on the Burgers and Kolmogorov inverse problems."""
+    from cdcore.namm.dps_bench import SCALES as DPS_SCALES, format_dps_report, run_dps_suite
+
+    if scale not in DPS_SCALES:
+        fail(f"--scale must be one of {', '.join(DPS_SCALES)} for the inverse problems, got {scale!r}")
+    t0 = time.perf_counter()
+    report = run_dps_suite(scale, device, root, log=lambda s: typer.echo(s, err=True))
+    for r in report["rows"]:
+        metrics = {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tracking.log_bench_run("bench-namm-dps", f"{r['problem']}:{r['sampler']}:seed{r['seed']}", metrics)
+    typer.echo("\n" + format_dps_report(report))
+    typer.echo(f"\nwrote {root / 'reports' / 'bench' / 'namm_dps.json'} and namm_dps.png in {time.perf_counter() - t0:.0f}s")
+    return report

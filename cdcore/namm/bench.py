@@ -199,8 +199,14 @@ def make_data(problem: str, sc: ScaleCfg, seed: int, device: torch.device, log: 
     return data, extra
 
 
-def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0, log: Log = print) -> dict:
-    """Both models on one problem: returns {"problem", "rows": [vanilla, namm], "summary": {...}, "dist": {...}}."""
+def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0, log: Log = print,
+                return_models: bool = False) -> dict:
+    """Both models on one problem: returns {"problem", "rows": [vanilla, namm], "summary": {...}, "dist": {...}}.
+
+    ``return_models=True`` adds "models" ({"vanilla": ε_θ on x, "mdm": ε_θ on g(x), "g", "f", "namm_cfg"}) and
+    "data" (the :class:`ProblemData`, train = the first ``sc.n_train`` images, held-out = the rest); these are
+    not JSON-serialisable, so callers that write the result must drop them.
+    """
     t_start = time.perf_counter()
     data, extra = make_data(problem, sc, seed, device, log)
     x_tr, x_te = data.x[: sc.n_train], data.x[sc.n_train:]
@@ -307,7 +313,11 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
         "data_constraint_mean": float(data_d.mean()), "mmd_floor": mmd_floor,
         "generate_s": gen_s, "total_s": time.perf_counter() - t_start, **extra,
     }
-    return {"problem": problem, "rows": rows, "summary": summary, "dist": {k: v.tolist() for k, v in dist.items()}}
+    result = {"problem": problem, "rows": rows, "summary": summary, "dist": {k: v.tolist() for k, v in dist.items()}}
+    if return_models:
+        result["models"] = {"vanilla": net_v, "mdm": net_m, "g": g, "f": f, "namm_cfg": ncfg}
+        result["data"] = data
+    return result
 
 
 def _ratio(a: float, b: float) -> float:

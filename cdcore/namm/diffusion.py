@@ -13,7 +13,7 @@ Mirror DPS (reference ``dps.py``): DDPM-ancestral steps on the same schedule wit
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -150,23 +150,43 @@ def mirror_dps(
     shape: tuple[int, int, int],
     n: int,
     sigma_y: float = 0.2,
-    zeta: float = 0.05,
+    zeta: float | Tensor = 0.05,
     steps: int = 1000,
     mirror: bool = True,
     constraint: Optional[Constraint] = None,
-    constraint_weight: float = 0.0,
+    constraint_weight: float | Tensor = 0.0,
     seed: int = 0,
     sde: Optional[VPSDE] = None,
+    constraint_reduction: Literal["mean", "sum"] = "mean",
+    zeta_schedule: Literal["constant", "sqrt_abar"] = "constant",
 ) -> Tensor:
     """Posterior samples x (n, C, H, W) given y_obs = A(x) + noise; A = ``measure`` on NCHW images.
 
     mirror=True: loss on A(f(x̂0)) and the final mirror sample is mapped by f (Mirror DPS); mirror=False:
-    vanilla DPS on x directly (f ignored), plus ``constraint_weight``·mean ℓ(x̂0) if a constraint is given.
+    vanilla DPS on x directly (f ignored), plus the constraint term w·ℓ(x̂0) if a constraint is given (CG-DPS).
+
+    ``y_obs`` broadcasts against A(x) (one observation for all samples, or one per sample). ``zeta`` and
+    ``constraint_weight`` are floats or per-sample tensors (n,), so a sweep over them runs as one batch; the
+    samples never interact (the measurement loss is a sum of per-sample norms). ``constraint_reduction``:
+    "mean" (default, as before) adds w·mean_i ℓ(x̂0_i), whose per-sample gradient shrinks as 1/n;
+    "sum" adds Σ_i w_i ℓ(x̂0_i), a per-sample weight that does not depend on the batch size.
+    ``zeta_schedule``: "constant" (the reference) uses ζ at every step; "sqrt_abar" uses ζ_t = ζ·√ᾱ_t, which
+    cancels the 1/√ᾱ_t of Tweedie's x̂0 = (x_t − s_t ε)/√ᾱ_t in the guidance gradient, so the first steps
+    (√ᾱ_1 ≈ 0.007, where x̂0 is mostly the score net's error) do not throw x_t off; for t → 0 both agree.
+    Runs on the device of the net's parameters; the noise is drawn on the CPU (same samples on every device).
     """
     sde = sde or VPSDE()
+    dev = next(net.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, *shape, generator=gen)
-    ts = torch.linspace(1.0, sde.eps_t, steps + 1)
+    x = torch.randn(n, *shape, generator=gen).to(dev)
+    ts = torch.linspace(1.0, sde.eps_t, steps + 1, device=dev)
+    zeta_b = _bcast(zeta.to(dev, x.dtype), x) if isinstance(zeta, Tensor) else zeta
+    w = constraint_weight.to(dev, x.dtype) if isinstance(constraint_weight, Tensor) else constraint_weight
+    use_constraint = constraint is not None and bool(torch.as_tensor(constraint_weight).gt(0).any())
+    if constraint_reduction not in ("mean", "sum"):
+        raise ValueError(f"constraint_reduction must be 'mean' or 'sum', got {constraint_reduction!r}")
+    if zeta_schedule not in ("constant", "sqrt_abar"):
+        raise ValueError(f"zeta_schedule must be 'constant' or 'sqrt_abar', got {zeta_schedule!r}")
     for i in range(steps):
         t, t_prev = ts[i].expand(n), ts[i + 1].expand(n)
         a, s = sde.marginal(t)
@@ -180,15 +200,17 @@ def mirror_dps(
         pred = f(x0) if (mirror and f is not None) else x0
         res = (y_obs - measure(pred)) / sigma_y
         loss = res.reshape(n, -1).norm(dim=1).sum()
-        if constraint is not None and constraint_weight > 0:
-            loss = loss + constraint_weight * constraint_distance(constraint, nchw_to_flat(x0)).mean()
+        if use_constraint:
+            wd = w * constraint_distance(constraint, nchw_to_flat(x0))
+            loss = loss + (wd.mean() if constraint_reduction == "mean" else wd.sum())
         grad = torch.autograd.grad(loss, x)[0]
         with torch.no_grad():
             c1 = _bcast(abar_prev.sqrt() * beta / (1 - abar), x)
             c2 = _bcast(alpha.sqrt() * (1 - abar_prev) / (1 - abar), x)
             var = _bcast(beta * (1 - abar_prev) / (1 - abar), x)
-            noise = torch.randn(x.shape, generator=gen) if i < steps - 1 else torch.zeros_like(x)
-            x = c1 * x0 + c2 * x + var.sqrt() * noise - zeta * grad
+            noise = torch.randn(x.shape, generator=gen).to(dev) if i < steps - 1 else torch.zeros_like(x)
+            step = zeta_b * grad if zeta_schedule == "constant" else zeta_b * _bcast(a, x) * grad
+            x = c1 * x0 + c2 * x + var.sqrt() * noise - step
     x = x.detach()
     if mirror and f is not None:
         with torch.no_grad():
