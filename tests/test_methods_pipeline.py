@@ -165,3 +165,33 @@ def test_finetune_flow_starts_from_a_registered_model_and_keeps_old_digits(tmp_p
     assert (tmp_path / "reports" / "finetune" / "ft9.png").stat().st_size > 10_000
     again = finetune_flow(params_path="params.yaml", root=str(tmp_path))["ft9"]      # fingerprinted: not redone
     assert again["fingerprint"] == rep["fingerprint"] and again["rows"] == rep["rows"]
+
+
+def test_finetune_sources_that_cannot_serve_are_refused_with_the_fix(tmp_path, monkeypatch):
+    from cdcore.data import io
+    from flows import stages
+    from flows.finetune import load_pretrained, run_finetune
+
+    # a registry source while tracking is off: the message says to use a local folder
+    monkeypatch.setenv("CDCORE_TRACKING", "off")
+    with pytest.raises(RuntimeError, match=r"needs the MLflow registry, but tracking is off.*models/<data set>"):
+        load_pretrained("models:/x@candidate", tmp_path)
+    monkeypatch.delenv("CDCORE_TRACKING")
+    # a landing model as the pretrained one: refused, not mis-loaded
+    p = _params({"vmf": {"kind": "vmf", "n": 60, "train_steps": 2}}, model={"hidden": 8, "depth": 1, "time_features": 0},
+                schedule={"N": 3})
+    stages.run_data(p, "vmf", tmp_path)
+    stages.run_train(p, "vmf", tmp_path)
+    with pytest.raises(ValueError, match=r"not a dual-training checkpoint"):
+        load_pretrained("models/vmf", tmp_path)
+    # a digits file whose labels were lost: the file and the fix are named
+    q = _params({"no9": {"kind": "digits", "minority": [], "exclude": [9], "train_steps": 5}},
+                finetune={"ft": {"source": "models/no9", "base": "no9", "steps": 2, "teacher_samples": 10}})
+    path = stages.run_data(q, "no9", tmp_path)
+    stages.run_train(q, "no9", tmp_path)
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        del f["labels"]
+    with pytest.raises(io.DataError, match=r"no9.h5: no /labels group.*re-run `cdcore data`"):
+        run_finetune(q, "ft", tmp_path)
