@@ -114,8 +114,9 @@ def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Option
             versions = {}
             for n in names:
                 d = data_task(raw, n, root, parent)
-                if params.method_for(n) == "namm":      # the mirror maps sit between data and training
-                    d = mirror_task(raw, n, root, parent, d)
+                # the mirror maps sit between data and training (method namm); for the other methods the stage
+                # writes the record that none is needed, so the flow leaves the same outputs as `dvc repro`
+                d = mirror_task(raw, n, root, parent, d)
                 m = train_task(raw, n, root, parent, d)
                 s = sample_task(raw, n, root, parent, m)
                 e = evaluate_task(raw, n, root, parent, s)
