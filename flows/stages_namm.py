@@ -89,6 +89,7 @@ def namm_cfg(ds: NammDataset) -> NammCfg:
     over: dict[str, Any] = dict(steps=sz["namm_steps"], batch_size=sc.namm_batch, log_every=max(1, sz["namm_steps"] // 10))
     if sc.namm_lr is not None:
         over["lr"] = sc.namm_lr
+    over.update({k: v for k, v in sc.namm_kw.get(ds.problem, {}).items() if k != "steps"})   # as the bench fits it
     return task_cfg(ds.problem, "ci" if sc.nets == "ci" else "paper", **over)
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cdcore.namm import bench as nb
@@ -15,6 +16,7 @@ TINY = replace(
     nb.CI, name="tiny", n_train=24, n_test=12, n_samples=12, namm_steps=3, dm_steps=3, sample_steps=4,
     counter_n=32, counter_steps=3,
     problem_kw={**nb.CI.problem_kw, "burgers": dict(nx=8, nt=8), "total_brightness": dict(image=8)},
+    namm_kw={p: {**kw, "steps": 3} for p, kw in nb.CI.namm_kw.items()},  # the ci NAMM settings, 3 steps
 )
 
 DOCUMENTED = {"problem", "model", "constraint_mean", "constraint_median", "mmd", "wall_s", "peak_mem_mb",
@@ -50,7 +52,23 @@ def test_harness_writes_json_and_histogram(tmp_path):
 def test_paper_scale_uses_the_reference_epochs():
     s = nb.steps_for(nb.PAPER, "kolmogorov")
     assert s == {"namm": 100 * 625, "mdm": 700 * 157, "dm": 2000 * 157}
-    assert nb.steps_for(nb.CI, "burgers") == {"namm": nb.CI.namm_steps, "mdm": nb.CI.dm_steps, "dm": nb.CI.dm_steps}
+    assert nb.steps_for(nb.CI, "count") == {"namm": nb.CI.namm_steps, "mdm": nb.CI.dm_steps, "dm": nb.CI.dm_steps}
+
+
+def test_ci_per_problem_namm_settings_reach_the_fit_only():
+    # burgers: its own NAMM steps; the score models (vanilla and mirror) keep the shared steps
+    assert nb.steps_for(nb.CI, "burgers") == {"namm": nb.CI.namm_kw["burgers"]["steps"], "mdm": nb.CI.dm_steps,
+                                              "dm": nb.CI.dm_steps}
+    res = nb.run_problem("burgers", TINY, torch.device("cpu"), log=lambda s: None)
+    by = {r["model"]: r for r in res["rows"]}
+    assert by["namm"]["steps"] == {"namm": 3, "score": TINY.dm_steps, "sample": TINY.sample_steps}
+    assert by["vanilla"]["steps"]["score"] == by["namm"]["steps"]["score"]
+    assert by["namm"]["namm_cfg"]["lam_constr"] == nb.CI.namm_kw["burgers"]["lam_constr"]
+    assert by["namm"]["namm_cfg"]["lr"] == nb.CI.namm_kw["burgers"]["lr"]
+    with pytest.raises(ValueError, match="NammCfg fields"):
+        replace(nb.CI, namm_kw={"burgers": {"dm_steps": 10}})  # score-model keys never go through namm_kw
+    with pytest.raises(ValueError, match="unknown problem"):
+        replace(nb.CI, namm_kw={"nope": {}})
 
 
 def test_cli_bench_namm_exits_0_and_writes_the_report(tmp_path, monkeypatch):
