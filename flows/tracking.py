@@ -8,6 +8,7 @@ The tracking store defaults to a SQLite file in the project folder
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -103,8 +104,14 @@ def log_params(params: dict[str, Any]) -> None:
     _mlflow().log_params({k: v if isinstance(v, (int, float, bool)) else str(v)[:6000] for k, v in params.items()})
 
 
+def metric_key(name: str) -> str:
+    """MLflow refuses names with characters outside [A-Za-z0-9_-. :/] (a sampler named ``ambient+proj``)."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
+
+
 def log_metrics(metrics: dict[str, Any], step: Optional[int] = None) -> None:
-    clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    clean = {metric_key(k): float(v) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
     _mlflow().log_metrics(clean, step=step)
 
 
