@@ -201,6 +201,8 @@ class DynamicsCfg(Strict):
     gamma: float = Field(5.0, gt=0, le=1e4, description="friction of underdamped dynamics")
     newton_tol: float = Field(1e-5, gt=0, le=1e-1)
     newton_max_iter: int = Field(30, ge=1, le=1000)
+    terminal_landing_steps: int = Field(5, ge=0, le=100, description="full-rate landing steps before the terminal "
+                                        "Newton projection, on samples still off the set (0: none)")
 
 
 class ModelCfg(Strict):

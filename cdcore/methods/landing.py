@@ -45,6 +45,7 @@ def dynamics_from(cfg: DynamicsCfg, handling: str = "landing") -> DynamicsConfig
         gamma=cfg.gamma,
         newton_tol=cfg.newton_tol,
         newton_max_iter=cfg.newton_max_iter,
+        terminal_landing_steps=cfg.terminal_landing_steps,
     )
 
 
