@@ -44,15 +44,22 @@ def run_all(scale: str, device: str, only: Optional[list[str]], root: Path, seed
     names = only or list(benchmarks.BENCHMARKS)
     paths = default_paths(root)
     results = []
+    report: dict = {}
     for name in names:
         bench = benchmarks.get(name)
         print(f"[bench] {name} ({scale}, {dev})", flush=True)
-        res = run_benchmark(bench, scale, dev, paths, seed=seed)
+        try:
+            res = run_benchmark(bench, scale, dev, paths, seed=seed)
+        except Exception as e:  # one broken benchmark must not cost the others' results
+            res = {"benchmark": name, "error": f"{type(e).__name__}: {e}", "rows": [], "ratios": {}}
+            print(f"  FAILED: {res['error']}", flush=True)
         if res.get("skipped"):
             print(f"  skipped: {res['skipped']}", flush=True)
         results.append(res)
-        _log_rows(res, parent_run_id)
-    return finish(results, scale, dev, root)
+        if not res.get("error"):
+            _log_rows(res, parent_run_id)
+        report = finish(results, scale, dev, root)   # rewritten after each benchmark: a crash keeps the rows so far
+    return report
 
 
 def finish(results: list[dict], scale: str, dev: torch.device, root: Path) -> dict:
@@ -60,8 +67,9 @@ def finish(results: list[dict], scale: str, dev: torch.device, root: Path) -> di
         "scale": scale, "device": str(dev), "torch": torch.__version__, "host": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "rows": [r for res in results for r in res["rows"]],
-        "ratios": {res["benchmark"]: res["ratios"] for res in results if not res.get("skipped")},
+        "ratios": {res["benchmark"]: res["ratios"] for res in results if res["ratios"]},
         "skipped": {res["benchmark"]: res["skipped"] for res in results if res.get("skipped")},
+        "failed": {res["benchmark"]: res["error"] for res in results if res.get("error")},
     }
     out = root / "reports" / "bench" / "landing.json"
     write_text_atomic(out, json.dumps(report, indent=1, default=_json_default))
@@ -90,6 +98,8 @@ def format_report(report: dict) -> str:
                      f"{q['ulla_nfe_over_olla']:.2f} | {q['ulla_quality_minus_olla']:+.3f} | {q['quality_floor_train_vs_test']:.3f} |")
     for name, why in report["skipped"].items():
         lines.append(f"\nskipped {name}: {why}")
+    for name, why in report.get("failed", {}).items():
+        lines.append(f"\nFAILED {name}: {why}")
     return "\n".join(lines)
 
 

@@ -244,6 +244,9 @@ def bench(
         report = run_all(scale, device, only, Path(root))
     typer.echo("\n" + format_report(report))
     typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'landing.json'}")
+    if report.get("failed"):
+        _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])} (their errors are above "
+              "and in the JSON's 'failed'; the other rows were written)")
 
 
 def _bench_finetune(scale: str, device: str, threads: Optional[int], root: str) -> None:

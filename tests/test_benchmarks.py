@@ -93,3 +93,30 @@ def test_bench_rows_reach_mlflow_under_names_it_accepts():
     m = runs[0].data.metrics
     assert m[tracking.metric_key("ambient+proj.wall_s")] == 0.25 and m["OLLA.wall_s"] == 0.5
     assert m["ratio.projection_over_landing_wall"] == 2.5
+
+
+def test_a_failing_benchmark_keeps_the_others_rows_and_is_named(tmp_path, monkeypatch):
+    """A benchmark that raises is recorded under ``failed`` with its error; the rows of the benchmarks before and
+    after it are written to landing.json all the same."""
+    import json
+
+    from flows.bench import format_report, run_all
+
+    ok = replace(benchmarks.get("ball_gmm"), scales={"ci": TINY})
+    ok = replace(ok, od_schedule=ok.od_schedule.model_copy(update={"N": 10}),
+                 ud_schedule=ok.ud_schedule.model_copy(update={"N": 5}))
+
+    def broken_load(seed, paths):
+        raise RuntimeError("simulated loader crash")
+
+    broken = replace(ok, name="broken", load=broken_load)
+    ok2 = replace(ok, name="ball_gmm_again")
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "ball_gmm", ok)
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "broken", broken)
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "ball_gmm_again", ok2)
+    report = run_all("ci", "cpu", ["ball_gmm", "broken", "ball_gmm_again"], tmp_path)
+    saved = json.loads((tmp_path / "reports" / "bench" / "landing.json").read_text())
+    assert saved["failed"] == {"broken": "RuntimeError: simulated loader crash"}
+    assert {r["benchmark"] for r in saved["rows"]} == {"ball_gmm", "ball_gmm_again"}
+    assert set(saved["ratios"]) == {"ball_gmm", "ball_gmm_again"}
+    assert "FAILED broken" in format_report(report)
