@@ -17,6 +17,8 @@ TINY = replace(
     counter_n=32, counter_steps=3,
     problem_kw={**nb.CI.problem_kw, "burgers": dict(nx=8, nt=8), "total_brightness": dict(image=8)},
     namm_kw={p: {**kw, "steps": 3} for p, kw in nb.CI.namm_kw.items()},  # the ci NAMM settings, 3 steps
+    finetune_steps={p: 2 for p, n in nb.CI.finetune_steps.items() if n},  # the ci fine-tuned problems, 2 steps
+    finetune_n=8, finetune_val=4,
 )
 
 DOCUMENTED = {"problem", "model", "constraint_mean", "constraint_median", "mmd", "wall_s", "peak_mem_mb",
@@ -38,11 +40,19 @@ def _check_report(report: dict, problems: list[str]) -> None:
 
 
 def test_harness_writes_json_and_histogram(tmp_path):
-    problems = ["total_brightness", "burgers"]
+    problems = ["total_brightness", "burgers", "periodic_texture"]
     report = nb.run_suite(TINY, "cpu", problems, tmp_path, log=lambda s: None)
     _check_report(report, problems)
     on_disk = json.loads((tmp_path / "reports" / "bench" / "namm.json").read_text())
     _check_report(on_disk, problems)
+    # the ci fine-tuning (periodic_texture, here 2 steps) and the ci f of total_brightness reach the written rows
+    rows = {(r["problem"], r["model"]): r for r in on_disk["rows"]}
+    assert nb.CI.finetune_steps["periodic_texture"] > 0
+    ft = rows[("periodic_texture", "namm")]
+    assert ft["steps"]["finetune"] == 2 and ft["finetune"]["steps"] == 2 and ft["finetune"]["n_fit"] == TINY.finetune_n
+    assert ft["finetune"]["lam_cyc"] == nb.CI.finetune_kw["periodic_texture"]["lam_cyc"]
+    assert rows[("burgers", "namm")]["steps"]["finetune"] == 0 and rows[("burgers", "namm")]["finetune"] == {}
+    assert rows[("total_brightness", "namm")]["namm_cfg"]["f_residual"] is False
     assert on_disk["rows"][0]["image"] == [8, 8, 1] and on_disk["rows"][0]["steps"]["sample"] == 4
     assert (tmp_path / "reports" / "bench" / "namm_constraint_hist.png").stat().st_size > 1000
     table = nb.format_report(report)
@@ -51,17 +61,21 @@ def test_harness_writes_json_and_histogram(tmp_path):
 
 def test_paper_scale_uses_the_reference_epochs():
     s = nb.steps_for(nb.PAPER, "kolmogorov")
-    assert s == {"namm": 100 * 625, "mdm": 700 * 157, "dm": 2000 * 157}
-    assert nb.steps_for(nb.CI, "count") == {"namm": nb.CI.namm_steps, "mdm": nb.CI.dm_steps, "dm": nb.CI.dm_steps}
+    # fine-tuning: the reference's cumulative 500 epochs minus the 100 NAMM epochs
+    assert s == {"namm": 100 * 625, "finetune": 400 * 625, "mdm": 700 * 157, "dm": 2000 * 157}
+    assert nb.steps_for(nb.PAPER, "periodic_texture")["finetune"] == (1000 - 50) * 625
+    assert nb.steps_for(nb.CI, "count") == {"namm": nb.CI.namm_steps, "finetune": nb.CI.finetune_steps.get("count", 0),
+                                            "mdm": nb.CI.dm_steps, "dm": nb.CI.dm_steps}
 
 
 def test_ci_per_problem_namm_settings_reach_the_fit_only():
     # burgers: its own NAMM steps; the score models (vanilla and mirror) keep the shared steps
-    assert nb.steps_for(nb.CI, "burgers") == {"namm": nb.CI.namm_kw["burgers"]["steps"], "mdm": nb.CI.dm_steps,
-                                              "dm": nb.CI.dm_steps}
+    assert nb.steps_for(nb.CI, "burgers") == {"namm": nb.CI.namm_kw["burgers"]["steps"], "finetune": 0,
+                                              "mdm": nb.CI.dm_steps, "dm": nb.CI.dm_steps}
     res = nb.run_problem("burgers", TINY, torch.device("cpu"), log=lambda s: None)
     by = {r["model"]: r for r in res["rows"]}
-    assert by["namm"]["steps"] == {"namm": 3, "score": TINY.dm_steps, "sample": TINY.sample_steps}
+    assert by["namm"]["steps"] == {"namm": 3, "finetune": TINY.finetune_steps.get("burgers", 0),
+                                   "score": TINY.dm_steps, "sample": TINY.sample_steps}
     assert by["vanilla"]["steps"]["score"] == by["namm"]["steps"]["score"]
     assert by["namm"]["namm_cfg"]["lam_constr"] == nb.CI.namm_kw["burgers"]["lam_constr"]
     assert by["namm"]["namm_cfg"]["lr"] == nb.CI.namm_kw["burgers"]["lr"]
@@ -71,13 +85,91 @@ def test_ci_per_problem_namm_settings_reach_the_fit_only():
         replace(nb.CI, namm_kw={"nope": {}})
 
 
+def _params(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_finetuning_fits_f_on_fresh_mirror_samples_with_g_frozen(monkeypatch):
+    off = replace(TINY, finetune_steps={})
+    on = replace(TINY, finetune_steps={"total_brightness": 3}, finetune_kw={"total_brightness": {"lam_constr": 0.5}},
+                 finetune_n=6, finetune_val=3)  # 9 mirror samples: a count no evaluation draw has
+    assert nb.steps_for(off, "total_brightness")["finetune"] == 0
+    assert nb.steps_for(on, "total_brightness")["finetune"] == 3
+    calls: list[tuple[int, int]] = []
+    real = nb.sample_mdm
+
+    def spy(net, shape, n, steps=1000, seed=0, f=None, sde=None):
+        calls.append((n, seed))
+        return real(net, shape, n, steps=steps, seed=seed, f=f, sde=sde)
+
+    monkeypatch.setattr(nb, "sample_mdm", spy)
+    quiet = {"log": lambda s: None, "return_models": True}
+    base = nb.run_problem("total_brightness", off, torch.device("cpu"), seed=3, **quiet)
+    n_base = len(calls)
+    tuned = nb.run_problem("total_brightness", on, torch.device("cpu"), seed=3, **quiet)
+    new_calls = calls[n_base:]
+    # the same models up to the fine-tuning: vanilla + mirror evaluation samples (seed + 1), and one more draw
+    # of finetune_n + finetune_val mirror samples with a seed that no evaluation sample uses
+    assert calls[:n_base] == [(TINY.n_samples, 4), (TINY.n_samples, 4)]
+    assert len(new_calls) == 3 and (TINY.n_samples, 4) in new_calls
+    ft = [c for c in new_calls if c[0] == on.finetune_n + on.finetune_val]
+    assert len(ft) == 1 and ft[0][1] == 3 + nb.FINETUNE_SEED and ft[0][1] != 4
+    # g is frozen, f moved away from the NAMM fit's f
+    for a, b in zip(_params(base["models"]["g"]), _params(tuned["models"]["g"])):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(_params(base["models"]["f"]), _params(tuned["models"]["f"])))
+    for a, b in zip(_params(base["models"]["mdm"]), _params(tuned["models"]["mdm"])):  # the score model is as before
+        assert torch.equal(a, b)
+    row = {r["model"]: r for r in tuned["rows"]}
+    assert row["namm"]["steps"]["finetune"] == 3 and row["vanilla"]["steps"]["finetune"] == 0
+    info = row["namm"]["finetune"]
+    assert info["steps"] == 3 and info["n_fit"] == on.finetune_n and info["n_val"] == on.finetune_val
+    assert info["lam_constr"] == 0.5  # finetune_kw reaches the fine-tuning only ...
+    assert row["namm"]["namm_cfg"]["lam_constr"] == nb.task_cfg("total_brightness", "ci").lam_constr  # ... not the fit
+    for k in ("val_constr_before", "val_constr_after", "val_mmd_before", "val_mmd_after", "val_constr_mirror"):
+        assert info[k] >= 0
+    assert row["namm"]["finetune_s"] > 0
+    # without fine-tuning nothing is recorded and the vanilla row is unchanged
+    b_row = {r["model"]: r for r in base["rows"]}
+    assert b_row["namm"]["finetune"] == {} and b_row["namm"]["steps"]["finetune"] == 0
+    assert b_row["vanilla"]["constraint_mean"] == row["vanilla"]["constraint_mean"]
+
+
+def test_finetuning_samples_in_batches_with_seeds_apart_from_evaluation(monkeypatch):
+    on = replace(TINY, finetune_steps={"count": 2}, finetune_n=7, finetune_val=2)
+    calls: list[tuple[int, int]] = []
+    real = nb.sample_mdm
+
+    def spy(net, shape, n, steps=1000, seed=0, f=None, sde=None):
+        calls.append((n, seed))
+        return real(net, shape, n, steps=steps, seed=seed, f=f, sde=sde)
+
+    monkeypatch.setattr(nb, "sample_mdm", spy)
+    monkeypatch.setattr(nb, "FINETUNE_CHUNK", 4)
+    res = nb.run_problem("count", on, torch.device("cpu"), seed=0, log=lambda s: None)
+    ft_calls = [c for c in calls if c[1] != 1]  # evaluation draws: seed + 1
+    assert ft_calls == [(4, 7), (4, 1007), (1, 2007)]
+    info = {r["model"]: r for r in res["rows"]}["namm"]["finetune"]
+    assert info["n_fit"] == 7 and info["n_val"] == 2
+
+
+def test_finetune_settings_are_checked():
+    with pytest.raises(ValueError, match="NammCfg fields"):
+        replace(nb.CI, finetune_kw={"count": {"dm_lr": 1e-3}})
+    with pytest.raises(ValueError, match="unknown problem"):
+        replace(nb.CI, finetune_steps={"nope": 3})
+    with pytest.raises(ValueError, match="negative"):
+        replace(nb.CI, finetune_steps={"count": -1})
+
+
 def test_cli_bench_namm_exits_0_and_writes_the_report(tmp_path, monkeypatch):
     from flows.cli import app
 
     monkeypatch.setenv("CDCORE_TRACKING", "off")
     monkeypatch.setitem(nb.SCALES, "ci", TINY)
-    res = CliRunner().invoke(app, ["bench", "namm", "--scale", "ci", "--device", "cpu", "--only",
-                                   "total_brightness", "--root", str(tmp_path)])
+    # --experiment prior: the inverse problems (their own ci sizes, minutes) are not this test's subject
+    res = CliRunner().invoke(app, ["bench", "namm", "--scale", "ci", "--device", "cpu", "--experiment", "prior",
+                                   "--only", "total_brightness", "--root", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "total_brightness" in res.output and "NAMM/vanilla" in res.output
     report = json.loads((tmp_path / "reports" / "bench" / "namm.json").read_text())

@@ -17,13 +17,21 @@ Scales
 - ``ci`` (a 2-core CPU in about 10 minutes for all five): images downsized to 16×16 (Count 32×32: 8 blobs need
   room), 256 training images, small nets (fit.CI_NETS, score U-Net nf 16), a few hundred optimiser steps with
   larger learning rates than the paper, 100 Euler–Maruyama steps, 128 samples. The NAMM fits of the two PDE
-  problems have their own steps/lr/λ_constr and an f without down-sampling (``CI_NAMM_KW``); the score
-  models are the same for every problem and both methods. Each row records its sizes and NAMM settings.
+  problems have their own steps/lr/λ_constr and an f without down-sampling, Total Brightness an f without the
+  residual path (``CI_NAMM_KW``); Periodic fine-tunes f on mirror samples (``CI_FINETUNE_STEPS``); the score
+  models are the same for every problem and both methods. Each row records its sizes, NAMM and fine-tuning
+  settings.
 - ``paper``: the reference's settings (§1.5/§1.4 of the notes): full-size images, 10k train / 1k test, paper
   nets and per-task λ_constr/σ_max/lr/ICNN depth, NAMM/MDM/DM epochs of the paper (DM trained longer than the
   MDM, as in the paper), batch 16 (NAMM) / 64 (score), lr 2e-4 with 5000 warm-up steps, EMA 0.9999, 1000 steps,
-  128 samples. The score net is our small U-Net at nf 64 (not NCSN++); no fine-tuning of f (the paper reports it
-  as often unnecessary). Meant for a GPU.
+  128 samples, and the reference's fine-tuning of f (its cumulative fine-tune epochs minus the NAMM epochs, on
+  12,800 mirror samples). The score net is our small U-Net at nf 64 (not NCSN++). Meant for a GPU.
+
+Fine-tuning of f (reference §1.6, optional): after the mirror score model is trained, mirror-space samples ỹ are
+drawn from it with seed + 7 (the evaluation samples use seed + 1), g is frozen and f is fitted further on
+y = ỹ + σz with the NAMM loss (forward cycle on the training images still in it; per-problem overrides of the
+fine-tuning only in ``finetune_kw``). Held-out mirror samples of the same draw give validation diagnostics
+(ℓ(f(ỹ)), MMD of f(ỹ) vs the training images, before and after), recorded in the row's ``finetune``.
 
 Count needs a counting CNN: it is trained here on simulated images with a varying number of blobs (separate
 seeds from the benchmark data); the held-out data's ℓ (``data_constraint_mean``) shows how good it is.
@@ -31,6 +39,7 @@ seeds from the benchmark data); the held-out data's ℓ (``data_constraint_mean`
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -93,12 +102,27 @@ class ScaleCfg:
     # per-problem NammCfg overrides of the NAMM fit only (e.g. its steps, σ_max, λ_constr); the score models of
     # both methods never see these
     namm_kw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # fine-tuning of f on mirror-diffusion samples (g frozen; reference §1.6), per problem, 0 / missing = off:
+    # ``finetune_steps`` (ci) or ``finetune_epochs`` (paper: the reference's cumulative fine-tune epochs, of which
+    # the NAMM epochs are already done) -> optimiser steps; ``finetune_kw``: NammCfg overrides of the fine-tuning
+    # only (on top of the problem's NAMM fit settings); ``finetune_n`` / ``finetune_val``: mirror samples drawn
+    # for the fit / for its validation diagnostics (separate seeds from the evaluation samples)
+    finetune_steps: dict[str, int] = field(default_factory=dict)
+    finetune_epochs: dict[str, int] | None = None
+    finetune_kw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finetune_n: int = 256
+    finetune_val: int = 64
 
     def __post_init__(self) -> None:
-        for problem, kw in self.namm_kw.items():
-            bad = set(kw) - set(NammCfg.model_fields)
-            if problem not in PROBLEMS or bad:
-                raise ValueError(f"namm_kw[{problem!r}]: unknown problem or NammCfg fields {sorted(bad)}")
+        for what, table in (("namm_kw", self.namm_kw), ("finetune_kw", self.finetune_kw)):
+            for problem, kw in table.items():
+                bad = set(kw) - set(NammCfg.model_fields)
+                if problem not in PROBLEMS or bad:
+                    raise ValueError(f"{what}[{problem!r}]: unknown problem or NammCfg fields {sorted(bad)}")
+        for what, table in (("finetune_steps", self.finetune_steps), ("finetune_epochs", self.finetune_epochs or {})):
+            for problem, n in table.items():
+                if problem not in PROBLEMS or int(n) < 0:
+                    raise ValueError(f"{what}[{problem!r}]: unknown problem or negative count {n}")
 
 
 # ci NAMM fit: 300 steps at lr 1e-3 (fit.CI_NETS) with the paper's per-task λ_constr/σ_max, except for the two PDE
@@ -117,14 +141,42 @@ class ScaleCfg:
 #   samples 0.42× vanilla). Samples 0.23-0.25× vanilla, MMD ratio 1.04-1.15 on seeds 0-2, cycle error 0.15.
 # More steps do not help the other three: periodic 0.74 → 0.86 and total brightness 0.61 → 0.73 (600 steps, lr
 # 2e-3), as a closer inverse passes the mirror samples' error on instead of contracting it; count passes at 300.
+# - total_brightness: f without the residual path (f_residual False, as the paper's f for Count, the other
+#   global-sum constraint). f's first conv is followed by InstanceNorm, so its net branch is blind to the global
+#   scale of its input; with the residual path f(ỹ) = softplus(ỹ + net(ỹ)) passes the sample's brightness error
+#   straight on (fine-tuning does not fix that: validation ℓ(f(ỹ)) of fresh mirror samples 4.0 → 3.5 at seed 0,
+#   test 0.59 / 0.59 / 0.73 → 0.59 / 0.52 / 0.64 at 300 steps; λ_constr 0.05-0.2 only raise the MMD). Without it
+#   the output's scale is learned from the data: validation ℓ(f(ỹ)) / ℓ(vanilla) 0.72 / 0.72 / 0.52 → 0.14 /
+#   0.21 / 0.19 (seeds 0-2, 128 mirror and 128 vanilla samples of seeds other than the evaluation's); test 0.15 /
+#   0.22 / 0.22 × vanilla, MMD ratio 0.79 / 0.76 / 0.89 (residual f: 0.59 / 0.59 / 0.73, MMD 1.06 / 1.01 / 0.99).
+#   Fine-tuning on top (300 steps) raises the validation MMD (vs training images) by a third for at most 0.07
+#   less validation ratio (0.14 / 0.21 / 0.19 → 0.14 / 0.14 / 0.18): off.
 CI_NAMM_KW: dict[str, dict[str, Any]] = {
     "burgers": {"steps": 600, "lr": 2e-3, "lam_constr": 3.0, "f_down": 0},
     "kolmogorov": {"steps": 600, "lr": 2e-3, "lam_constr": 1.5, "f_down": 0},
+    "total_brightness": {"f_residual": False},
 }
+
+# ci fine-tuning of f on mirror-diffusion samples (reference §1.6; ``finetune_f``): 256 mirror samples of seed + 7
+# to fit, 64 more to validate (ℓ(f(ỹ)) and MMD of f(ỹ) vs the training images, before/after; in the row's
+# ``finetune``). Settings chosen on these validation samples (128 of them while searching), seeds 0-2:
+# - periodic_texture: 300 steps at the fit's lr 1e-3, λ_cyc 3 (fine-tuning only). With the fit's λ_cyc 1 the
+#   constraint term wins and f collapses to near-constant (trivially periodic) images: validation MMD × 3-30
+#   (λ_constr 1, 100-300 steps, lr 2e-4 or 1e-3; λ_constr ≥ 2 or a larger σ_max in the fit: × 50). λ_cyc 2 / 2.5
+#   raise the validation MMD 10-30 %, λ_cyc 5 does nothing; λ_cyc 3 lowers validation ℓ(f(ỹ)) by 4-6 % at an
+#   unchanged validation MMD (mean +5 %). Test ratios 0.74 / 0.99 / 0.86 → 0.71 / 0.93 / 0.81, MMD ratio 1.34 /
+#   1.03 / 0.94 → 1.26 / 1.06 / 1.01 (600 steps: 0.70 / 0.92 / 0.79); 12 s. The target 0.3 is out of reach here:
+#   the mirror score model's samples violate periodicity about as much as vanilla's (validation ℓ(ỹ) 1.8 / 2.7 /
+#   1.8 in mirror space vs 0.16-0.18 for the fit's σ ≤ 0.1 noise; f(ỹ) 0.56 / 1.22 / 0.55 vs vanilla's 0.78 /
+#   0.87 / 0.69), and every f that contracted them much further had collapsed.
+# - burgers, kolmogorov, count already pass (and the PDE ones' f is Mirror DPS's): off.
+CI_FINETUNE_STEPS: dict[str, int] = {"periodic_texture": 300}
+CI_FINETUNE_KW: dict[str, dict[str, Any]] = {"periodic_texture": {"lam_cyc": 3.0}}
 
 CI = ScaleCfg(
     name="ci", n_train=256, n_test=128, n_samples=128, nets="ci",
     namm_steps=300, namm_batch=16, namm_lr=1e-3, namm_kw=CI_NAMM_KW,
+    finetune_steps=CI_FINETUNE_STEPS, finetune_kw=CI_FINETUNE_KW, finetune_n=256, finetune_val=64,
     dm_steps=600, dm_batch=32, dm_lr=2e-3, dm_nf=16, dm_warmup=0, dm_ema=0.999,
     sample_steps=100, counter_n=768, counter_steps=400, counter_src=(4, 12),
     problem_kw={
@@ -156,21 +208,32 @@ PAPER = ScaleCfg(
         "periodic_texture": (50, 300, 1000),
         "count": (50, 300, 1500),
     },
+    # the reference's cumulative fine-tune epochs (§1.5; minus the NAMM epochs above = the fine-tuning's), on
+    # 12,800 mirror samples with 512 for validation (§1.6)
+    finetune_epochs={"total_brightness": 1000, "burgers": 700, "kolmogorov": 500, "periodic_texture": 1000,
+                     "count": 700},
+    finetune_n=12_800, finetune_val=512,
 )
 
 SCALES: dict[str, ScaleCfg] = {"ci": CI, "paper": PAPER}
 
 
 def steps_for(sc: ScaleCfg, problem: str) -> dict[str, int]:
-    """Optimiser steps of the NAMM fit, the mirror score model and the vanilla score model (a ``steps`` entry of
-    ``sc.namm_kw[problem]`` sets the NAMM fit's)."""
+    """Optimiser steps of the NAMM fit, the fine-tuning of f (0: none), the mirror score model and the vanilla
+    score model (a ``steps`` entry of ``sc.namm_kw[problem]`` sets the NAMM fit's)."""
+    per_namm = math.ceil(sc.n_train / sc.namm_batch)
     if sc.epochs is None:
         out = {"namm": sc.namm_steps, "mdm": sc.dm_steps, "dm": sc.dm_steps}
     else:
         e_namm, e_mdm, e_dm = sc.epochs[problem]
-        per_namm = math.ceil(sc.n_train / sc.namm_batch)
         per_dm = math.ceil(sc.n_train / sc.dm_batch)
         out = {"namm": e_namm * per_namm, "mdm": e_mdm * per_dm, "dm": e_dm * per_dm}
+    if sc.finetune_epochs is not None:
+        # cumulative epochs (the reference resumes the NAMM run with its epoch counter): the extra ones are fine-tuning
+        e_namm = sc.epochs[problem][0] if sc.epochs is not None else 0
+        out["finetune"] = max(0, int(sc.finetune_epochs.get(problem, 0)) - e_namm) * per_namm
+    else:
+        out["finetune"] = int(sc.finetune_steps.get(problem, 0))
     if "steps" in sc.namm_kw.get(problem, {}):
         out["namm"] = int(sc.namm_kw[problem]["steps"])
     return out
@@ -236,6 +299,49 @@ def make_data(problem: str, sc: ScaleCfg, seed: int, device: torch.device, log: 
     return data, extra
 
 
+FINETUNE_SEED = 7  # seed + 7: the mirror samples f is fine-tuned on (and validated on); evaluation uses seed + 1
+FINETUNE_CHUNK = 1024  # mirror samples per sampling batch (paper: 13,312 in 13 batches, seed + 7 + 1000·k)
+
+
+def finetune_f(g: nn.Module, f: nn.Module, net_m: nn.Module, x_tr: np.ndarray, constraint, fcfg: NammCfg,
+               sc: ScaleCfg, seed: int, device: torch.device) -> tuple[nn.Module, nn.Module, dict]:
+    """Fine-tune f on mirror-diffusion samples (reference §1.6): g frozen, y = ỹ + σz, the NAMM loss of ``fcfg``.
+
+    ``sc.finetune_n + sc.finetune_val`` mirror samples ỹ are drawn from the mirror score model with seed
+    ``seed + FINETUNE_SEED`` (batches of ``FINETUNE_CHUNK``, the k-th with 1000·k added; the evaluation samples use
+    ``seed + 1``); the first ``finetune_n`` are fitted on,
+    the last ``finetune_val`` are held out for the diagnostics: ℓ(f(ỹ)) and MMD of f(ỹ) against the *training*
+    images, before and after (no test data involved). Returns (g, f fine-tuned (EMA), info).
+    """
+    H, W, C = x_tr.shape[1:]
+    t0 = time.perf_counter()
+    n_all = sc.finetune_n + sc.finetune_val
+    ys = torch.cat([sample_mdm(net_m, (C, H, W), min(FINETUNE_CHUNK, n_all - i), steps=sc.sample_steps,
+                               seed=seed + FINETUNE_SEED + 1000 * (i // FINETUNE_CHUNK))[0]
+                    for i in range(0, n_all, FINETUNE_CHUNK)])
+    ys = ys.permute(0, 2, 3, 1).contiguous()  # NHWC, as fit_namm takes
+    y_fit, y_val = ys[: sc.finetune_n], ys[sc.finetune_n:]
+    t1 = time.perf_counter()
+    f_before = copy.deepcopy(f)  # fit_namm trains the given f in place and returns its EMA copy
+    g2, f2, hist = fit_namm(x_tr, constraint, fcfg, seed=seed, init=(g, f), mirror_samples=y_fit, device=device)
+    t2 = time.perf_counter()
+    tr_flat = x_tr.reshape(len(x_tr), -1).astype(np.float64)
+    info: dict[str, Any] = {"steps": fcfg.steps, "n_fit": len(y_fit), "n_val": len(y_val),
+                            "sample_s": t1 - t0, "fit_s": t2 - t1, "lam_constr": fcfg.lam_constr,
+                            "lam_cyc": fcfg.lam_cyc, "sigma_max": fcfg.sigma_max, "lr": fcfg.lr,
+                            "loss_last": float(np.mean(hist["loss"][-20:]))}
+    with torch.no_grad():
+        yv = y_val.permute(0, 3, 1, 2).to(next(f2.parameters()).device)
+        info["val_constr_mirror"] = float(distances(constraint, yv).mean()) if len(yv) else float("nan")
+        for tag, ff in (("before", f_before.eval()), ("after", f2)):
+            xv = ff(yv) if len(yv) else yv
+            info[f"val_constr_{tag}"] = float(distances(constraint, xv).mean()) if len(xv) else float("nan")
+            flat = nchw_to_flat(xv).double().cpu().numpy()
+            info[f"val_mmd_{tag}"] = mmd_rbf(flat, tr_flat, seed=seed) if len(flat) > 1 else float("nan")
+    info["finetune_s"] = time.perf_counter() - t0
+    return g2, f2, info
+
+
 def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0, log: Log = print,
                 return_models: bool = False) -> dict:
     """Both models on one problem: returns {"problem", "rows": [vanilla, namm], "summary": {...}, "dist": {...}}.
@@ -287,12 +393,21 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
         y_tr = mirror_data(g, x_tr)
         net_m, hist_m = fit_mdm(y_tr, mcfg(steps["mdm"]), seed=seed, device=device)
         t2 = time.perf_counter()
+        ft_info: dict[str, Any] = {}
+        if steps["finetune"]:
+            fcfg = NammCfg(**{**ncfg.model_dump(), "steps": steps["finetune"],
+                              "log_every": max(1, steps["finetune"] // 4), **sc.finetune_kw.get(problem, {})})
+            g, f, ft_info = finetune_f(g, f, net_m, x_tr, constraint, fcfg, sc, seed, device)
+            log(f"  {problem}: f fine-tuned ({steps['finetune']} steps, {ft_info['finetune_s']:.1f}s); validation "
+                f"mirror samples ℓ(f(ỹ)) {ft_info['val_constr_before']:.3g} → {ft_info['val_constr_after']:.3g}, "
+                f"MMD vs train {ft_info['val_mmd_before']:.4f} → {ft_info['val_mmd_after']:.4f}")
+        t3 = time.perf_counter()
         _, xs_n = sample_mdm(net_m, (C, H, W), sc.n_samples, steps=sc.sample_steps, seed=seed + 1, f=f)
     diag = evaluate_namm(g, f, x_te, constraint, ncfg.sigma_max, seed=seed)
-    info["namm"] = {"namm_fit_s": t1 - t0, "train_s": t2 - t0, "sample_s": m.wall_s - (t2 - t0),
+    info["namm"] = {"namm_fit_s": t1 - t0, "finetune_s": t3 - t2, "train_s": t3 - t0, "sample_s": m.wall_s - (t3 - t0),
                     "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "cycle_error": diag["fwd_cyc"],
                     "namm_diag": diag, "namm_loss_last": float(np.mean(hist_n["loss"][-20:])),
-                    "score_loss_last": float(np.mean(hist_m["loss"][-20:]))}
+                    "score_loss_last": float(np.mean(hist_m["loss"][-20:])), "finetune": ft_info}
     out_x["namm"] = xs_n
     log(f"  {problem}: namm done in {m.wall_s:.1f}s (fit {t1 - t0:.1f}s); cycle error {diag['fwd_cyc']:.3g}, "
         f"ℓ(f(g(x)+σz)) {diag['constr_f_noisy']:.3g} vs ℓ(g(x)+σz) {diag['constr_noisy_mirror']:.3g}")
@@ -329,6 +444,7 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
             "data_constraint_mean": float(data_d.mean()), "mmd_floor": mmd_floor,
             "n_samples": sc.n_samples, "n_nonfinite": nonfinite[model], "n_train": len(x_tr), "n_test": len(x_te),
             "image": [H, W, C], "steps": {"namm": steps["namm"] if model == "namm" else 0,
+                                          "finetune": steps["finetune"] if model == "namm" else 0,
                                           "score": steps["mdm" if model == "namm" else "dm"],
                                           "sample": sc.sample_steps},
             "score_nf": sc.dm_nf, "seed": seed, "device": str(device), "scale": sc.name,
@@ -336,6 +452,8 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
         }
         if model == "namm":
             row["namm_fit_s"] = info[model]["namm_fit_s"]
+            row["finetune_s"] = info[model]["finetune_s"]
+            row["finetune"] = info[model]["finetune"]
             row["namm_diag"] = info[model]["namm_diag"]
             row["namm_cfg"] = {k: v for k, v in ncfg.model_dump().items()
                                if k in ("lam_constr", "sigma_max", "lr", "icnn_layers", "icnn_filters", "f_filters",
@@ -466,5 +584,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CI", "PAPER", "PROBLEMS", "SCALES", "ScaleCfg", "format_report", "plot_histograms", "run_problem",
-           "run_suite", "steps_for", "train_counter"]
+__all__ = ["CI", "FINETUNE_SEED", "PAPER", "PROBLEMS", "SCALES", "ScaleCfg", "finetune_f", "format_report",
+           "plot_histograms", "run_problem", "run_suite", "steps_for", "train_counter"]
