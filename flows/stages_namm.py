@@ -20,7 +20,7 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.namm.bench import SCALES, ScaleCfg, distances, steps_for
+from cdcore.namm.bench import SCALES, ScaleCfg, distances, fit_overrides, steps_for
 from cdcore.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
 from cdcore.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
 from cdcore.namm.nets import ScoreUNet
@@ -89,7 +89,7 @@ def namm_cfg(ds: NammDataset) -> NammCfg:
     over: dict[str, Any] = dict(steps=sz["namm_steps"], batch_size=sc.namm_batch, log_every=max(1, sz["namm_steps"] // 10))
     if sc.namm_lr is not None:
         over["lr"] = sc.namm_lr
-    over.update({k: v for k, v in sc.namm_kw.get(ds.problem, {}).items() if k != "steps"})   # as the bench fits it
+    over.update(fit_overrides(sc, ds.problem))   # as the bench fits it
     return task_cfg(ds.problem, "ci" if sc.nets == "ci" else "paper", **over)
 
 

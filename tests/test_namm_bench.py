@@ -89,12 +89,9 @@ def _params(net: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in net.parameters()]
 
 
-def test_finetuning_fits_f_on_fresh_mirror_samples_with_g_frozen(monkeypatch):
-    off = replace(TINY, finetune_steps={})
-    on = replace(TINY, finetune_steps={"total_brightness": 3}, finetune_kw={"total_brightness": {"lam_constr": 0.5}},
-                 finetune_n=6, finetune_val=3)  # 9 mirror samples: a count no evaluation draw has
-    assert nb.steps_for(off, "total_brightness")["finetune"] == 0
-    assert nb.steps_for(on, "total_brightness")["finetune"] == 3
+@pytest.fixture
+def sample_calls(monkeypatch) -> list[tuple[int, int]]:
+    """(n, seed) of every mirror/vanilla sampling call the bench makes, in order."""
     calls: list[tuple[int, int]] = []
     real = nb.sample_mdm
 
@@ -103,6 +100,16 @@ def test_finetuning_fits_f_on_fresh_mirror_samples_with_g_frozen(monkeypatch):
         return real(net, shape, n, steps=steps, seed=seed, f=f, sde=sde)
 
     monkeypatch.setattr(nb, "sample_mdm", spy)
+    return calls
+
+
+def test_finetuning_fits_f_on_fresh_mirror_samples_with_g_frozen(sample_calls):
+    calls = sample_calls
+    off = replace(TINY, finetune_steps={})
+    on = replace(TINY, finetune_steps={"total_brightness": 3}, finetune_kw={"total_brightness": {"lam_constr": 0.5}},
+                 finetune_n=6, finetune_val=3)  # 9 mirror samples: a count no evaluation draw has
+    assert nb.steps_for(off, "total_brightness")["finetune"] == 0
+    assert nb.steps_for(on, "total_brightness")["finetune"] == 3
     quiet = {"log": lambda s: None, "return_models": True}
     base = nb.run_problem("total_brightness", off, torch.device("cpu"), seed=3, **quiet)
     n_base = len(calls)
@@ -135,16 +142,9 @@ def test_finetuning_fits_f_on_fresh_mirror_samples_with_g_frozen(monkeypatch):
     assert b_row["vanilla"]["constraint_mean"] == row["vanilla"]["constraint_mean"]
 
 
-def test_finetuning_samples_in_batches_with_seeds_apart_from_evaluation(monkeypatch):
+def test_finetuning_samples_in_batches_with_seeds_apart_from_evaluation(sample_calls, monkeypatch):
+    calls = sample_calls
     on = replace(TINY, finetune_steps={"count": 2}, finetune_n=7, finetune_val=2)
-    calls: list[tuple[int, int]] = []
-    real = nb.sample_mdm
-
-    def spy(net, shape, n, steps=1000, seed=0, f=None, sde=None):
-        calls.append((n, seed))
-        return real(net, shape, n, steps=steps, seed=seed, f=f, sde=sde)
-
-    monkeypatch.setattr(nb, "sample_mdm", spy)
     monkeypatch.setattr(nb, "FINETUNE_CHUNK", 4)
     res = nb.run_problem("count", on, torch.device("cpu"), seed=0, log=lambda s: None)
     ft_calls = [c for c in calls if c[1] != 1]  # evaluation draws: seed + 1

@@ -239,6 +239,12 @@ def steps_for(sc: ScaleCfg, problem: str) -> dict[str, int]:
     return out
 
 
+def fit_overrides(sc: ScaleCfg, problem: str) -> dict[str, Any]:
+    """The scale's NammCfg overrides of one problem's NAMM fit, less ``steps`` (which ``steps_for`` reads); the
+    bench and the pipeline's mirror stage both apply them, so they fit the same map."""
+    return {k: v for k, v in sc.namm_kw.get(problem, {}).items() if k != "steps"}
+
+
 # ------------------------------------------------------------------------------------------------------------
 # count: the counting CNN
 # ------------------------------------------------------------------------------------------------------------
@@ -360,7 +366,7 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
                                      log_every=max(1, steps["namm"] // 4), check_data=problem != "count")
     if sc.namm_lr is not None:
         overrides["lr"] = sc.namm_lr
-    overrides.update({k: v for k, v in sc.namm_kw.get(problem, {}).items() if k != "steps"})
+    overrides.update(fit_overrides(sc, problem))
     ncfg = task_cfg(problem, "ci" if sc.nets == "ci" else "paper", **overrides)
 
     def mcfg(n_steps: int) -> MdmCfg:
@@ -584,5 +590,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CI", "FINETUNE_SEED", "PAPER", "PROBLEMS", "SCALES", "ScaleCfg", "finetune_f", "format_report",
+__all__ = ["CI", "FINETUNE_SEED", "PAPER", "PROBLEMS", "SCALES", "ScaleCfg", "finetune_f", "fit_overrides", "format_report",
            "plot_histograms", "run_problem", "run_suite", "steps_for", "train_counter"]
