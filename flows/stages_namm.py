@@ -20,7 +20,7 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.namm.bench import SCALES, ScaleCfg, distances, fit_overrides, steps_for
+from cdcore.namm.bench import SCALES, ScaleCfg, distances, fit_overrides, score_cfg, steps_for
 from cdcore.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
 from cdcore.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
 from cdcore.namm.nets import ScoreUNet
@@ -94,9 +94,8 @@ def namm_cfg(ds: NammDataset) -> NammCfg:
 
 
 def mdm_cfg(ds: NammDataset) -> MdmCfg:
-    sc, n = scale_of(ds), sizes(ds)["train_steps"]
-    return MdmCfg(steps=n, batch_size=sc.dm_batch, lr=sc.dm_lr, warmup=sc.dm_warmup, ema=sc.dm_ema, nf=sc.dm_nf,
-                  log_every=max(1, n // 10))
+    n = sizes(ds)["train_steps"]
+    return score_cfg(scale_of(ds), ds.problem, n, log_every=max(1, n // 10))
 
 
 def _nhwc(flat: np.ndarray, shape: list[int]) -> np.ndarray:
@@ -266,6 +265,7 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
                 g, f = g.cpu(), f.cpu()
         meta = {"fingerprint": fp, "dataset": name, "method": "namm", "problem": attrs["constraint"], "shape": shape,
                 "dim": attrs["dim"], "constraint_kwargs": attrs["constraint_kwargs"], "nf": mcfg.nf,
+                "padding": mcfg.padding,
                 "sde": {"beta_min": mcfg.beta_min, "beta_max": mcfg.beta_max, "eps_t": mcfg.eps_t},
                 "sample_steps": sizes(ds)["sample_steps"], "finetune_steps": ds.finetune_steps,
                 "train_wall_s": m.wall_s, "mirror_fit_wall_s": mmeta["fit_wall_s"]}
@@ -294,7 +294,7 @@ def load_sampler(path: Path, device: torch.device | str = "cpu") -> dict[str, An
     g, f = build_nets(C, ncfg)
     g.load_state_dict(state["g"])
     f.load_state_dict(state["f"])
-    net = ScoreUNet(C, nf=int(meta["nf"]))
+    net = ScoreUNet(C, nf=int(meta["nf"]), padding=meta.get("padding", "zeros"))
     net.load_state_dict(state["score"])
     return {"g": g.to(device).eval(), "f": f.to(device).eval(), "score": net.to(device).eval(),
             "sde": VPSDE(**meta["sde"]), "constraint": make_constraint(meta["problem"], meta["constraint_kwargs"]),

@@ -70,6 +70,26 @@ def test_namm_method_runs_data_mirror_train_sample_evaluate(tmp_path):
     assert "constraint distance mean" in stages.format_table(rows)
 
 
+def test_namm_pipeline_builds_and_reloads_the_benchmarks_periodic_nets(tmp_path):
+    """The periodic textures' circular f and score U-Net (ci scale) reach the pipeline's bundle and come back from
+    it: a reloaded sampler with zero-padded nets would load the same weights into different functions."""
+    from cdcore.namm.bench import CI
+    from flows import stages
+    from flows.stages_namm import draw, load_sampler
+
+    ds = {**NAMM_DS, "problem": "periodic_texture", "n_train": 16, "n_test": 8, "namm_steps": 3, "train_steps": 3,
+          "sample_steps": 4, "n_samples": 4}
+    p = _params({"tex": ds})
+    for stage in (stages.run_data, stages.run_mirror):
+        stage(p, "tex", tmp_path)
+    bundle = load_sampler(stages.run_train(p, "tex", tmp_path))
+    assert bundle["meta"]["padding"] == CI.dm_kw["periodic_texture"]["padding"] == "circular"
+    convs = [m for net in (bundle["f"], bundle["score"]) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.padding_mode == "circular" for m in convs if m.kernel_size[0] > 1)
+    x = draw(bundle, 4, seed=0)
+    assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
+
+
 def test_dual_method_trains_with_constraints_and_reports_class_shares(tmp_path):
     from cdcore.data import io
     from cdcore.methods.dual import load_dual

@@ -135,6 +135,49 @@ def test_nets_shapes():
     assert ScoreUNet(2, nf=8)(torch.randn(2, 2, 16, 32), torch.rand(2)).shape == (2, 2, 16, 32)
 
 
+def _torus_shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+@pytest.mark.parametrize("f_down", [0, 1])
+def test_circular_f_commutes_with_torus_shifts_and_keeps_periodic_images_periodic(f_down):
+    """Circular padding makes f equivariant on the torus, so a 2×2-tiled (periodic) input comes out periodic; the
+    zero-padded f of the same weights breaks both near the borders (the test can fail)."""
+    torch.manual_seed(0)
+    fc = ResnetGenerator(1, nf=8, n_down=f_down, n_blocks=2, padding="circular").eval()
+    fz = ResnetGenerator(1, nf=8, n_down=f_down, n_blocks=2, padding="zeros").eval()
+    with torch.no_grad():   # larger weights than the N(0, 0.02) init, so the borders matter
+        for p in [*fc.parameters(), *fz.parameters()]:
+            if p.dim() == 4:
+                p.mul_(20.0)
+    x = torch.randn(3, 1, 16, 16)
+    periodic = make_constraint("periodic_texture", tile=8)
+    tiled = x[:, :, :8, :8].repeat(1, 1, 2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(fc(_torus_shift(x, 2, 6)), _torus_shift(fc(x), 2, 6), atol=1e-5, rtol=1e-4)
+        assert float(periodic.distance(tiled.permute(0, 2, 3, 1).reshape(3, -1)).max()) == 0.0
+        out_c = fc(tiled).permute(0, 2, 3, 1).reshape(3, -1)
+        out_z = fz(tiled).permute(0, 2, 3, 1).reshape(3, -1)
+    assert float(periodic.distance(out_c).max()) < 1e-5
+    assert float(periodic.distance(out_z).min()) > 1e-3
+    with pytest.raises(ValueError, match="padding"):
+        ResnetGenerator(1, padding="reflect")
+
+
+def test_circular_score_unet_commutes_with_even_torus_shifts():
+    """The score net of the periodic textures: equivariant to even shifts (one stride-2 level), not to odd ones."""
+    torch.manual_seed(0)
+    net = ScoreUNet(1, nf=8, padding="circular").eval()
+    with torch.no_grad():
+        net.outp[-1].weight.normal_(0.0, 0.5)   # the zero-initialised output layer would make ε ≡ 0
+        x, t = torch.randn(2, 1, 16, 16), torch.rand(2)
+        torch.testing.assert_close(net(_torus_shift(x, 8, 2), t), _torus_shift(net(x, t), 8, 2), atol=1e-5,
+                                   rtol=1e-4)
+        zeros = ScoreUNet(1, nf=8).eval()
+        zeros.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("up.")}, strict=False)
+        assert float((zeros(_torus_shift(x, 8, 2), t) - _torus_shift(zeros(x, t), 8, 2)).abs().max()) > 1e-3
+
+
 def test_cfg_is_strict():
     with pytest.raises(Exception):
         NammCfg(sigma_maxx=0.1)

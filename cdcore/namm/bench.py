@@ -18,9 +18,10 @@ Scales
   room), 256 training images, small nets (fit.CI_NETS, score U-Net nf 16), a few hundred optimiser steps with
   larger learning rates than the paper, 100 Euler–Maruyama steps, 128 samples. The NAMM fits of the two PDE
   problems have their own steps/lr/λ_constr and an f without down-sampling, Total Brightness an f without the
-  residual path (``CI_NAMM_KW``); Periodic fine-tunes f on mirror samples (``CI_FINETUNE_STEPS``); the score
-  models are the same for every problem and both methods. Each row records its sizes, NAMM and fine-tuning
-  settings.
+  residual path (``CI_NAMM_KW``); Periodic has the PDE problems' f with circular padding, circular score
+  models (``CI_DM_KW``, both methods) and fine-tunes f on mirror samples (``CI_FINETUNE_STEPS``); otherwise the
+  score models are the same for every problem, and always for both methods. Each row records its sizes, NAMM,
+  score-model and fine-tuning settings.
 - ``paper``: the reference's settings (§1.5/§1.4 of the notes): full-size images, 10k train / 1k test, paper
   nets and per-task λ_constr/σ_max/lr/ICNN depth, NAMM/MDM/DM epochs of the paper (DM trained longer than the
   MDM, as in the paper), batch 16 (NAMM) / 64 (score), lr 2e-4 with 5000 warm-up steps, EMA 0.9999, 1000 steps,
@@ -112,6 +113,8 @@ class ScaleCfg:
     finetune_kw: dict[str, dict[str, Any]] = field(default_factory=dict)
     finetune_n: int = 256
     finetune_val: int = 64
+    # per-problem MdmCfg overrides of the score models, applied to both methods alike (vanilla and mirror)
+    dm_kw: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for what, table in (("namm_kw", self.namm_kw), ("finetune_kw", self.finetune_kw)):
@@ -119,6 +122,10 @@ class ScaleCfg:
                 bad = set(kw) - set(NammCfg.model_fields)
                 if problem not in PROBLEMS or bad:
                     raise ValueError(f"{what}[{problem!r}]: unknown problem or NammCfg fields {sorted(bad)}")
+        for problem, kw in self.dm_kw.items():
+            bad = set(kw) - set(MdmCfg.model_fields)
+            if problem not in PROBLEMS or bad:
+                raise ValueError(f"dm_kw[{problem!r}]: unknown problem or MdmCfg fields {sorted(bad)}")
         for what, table in (("finetune_steps", self.finetune_steps), ("finetune_epochs", self.finetune_epochs or {})):
             for problem, n in table.items():
                 if problem not in PROBLEMS or int(n) < 0:
@@ -139,8 +146,9 @@ class ScaleCfg:
 #   samples 0.13× vanilla, MMD ratio 0.95-1.26 on seeds 0-2 (0.15× and 1.07-1.45 with the down-sampling f).
 # - kolmogorov: λ_constr 1.5 (stride-2 f, λ 2, 1000 steps: cycle error 0.22, Mirror DPS misfit 0.33; λ 1:
 #   samples 0.42× vanilla). Samples 0.23-0.25× vanilla, MMD ratio 1.04-1.15 on seeds 0-2, cycle error 0.15.
-# More steps do not help the other three: periodic 0.74 → 0.86 and total brightness 0.61 → 0.73 (600 steps, lr
-# 2e-3), as a closer inverse passes the mirror samples' error on instead of contracting it; count passes at 300.
+# More steps alone did not help the other three: periodic 0.74 → 0.86 (zero padding) and total brightness
+# 0.61 → 0.73 (600 steps, lr 2e-3), as a closer inverse passes the mirror samples' error on instead of
+# contracting it; count passes at 300.
 # - total_brightness: f without the residual path (f_residual False, as the paper's f for Count, the other
 #   global-sum constraint). f's first conv is followed by InstanceNorm, so its net branch is blind to the global
 #   scale of its input; with the residual path f(ỹ) = softplus(ỹ + net(ỹ)) passes the sample's brightness error
@@ -151,11 +159,29 @@ class ScaleCfg:
 #   0.22 / 0.22 × vanilla, MMD ratio 0.79 / 0.76 / 0.89 (residual f: 0.59 / 0.59 / 0.73, MMD 1.06 / 1.01 / 0.99).
 #   Fine-tuning on top (300 steps) raises the validation MMD (vs training images) by a third for at most 0.07
 #   less validation ratio (0.14 / 0.21 / 0.19 → 0.14 / 0.14 / 0.18): off.
+# - periodic_texture: circular padding in f (``f_padding``) and in both score models (``CI_DM_KW``), plus the PDE
+#   problems' 600 steps / lr 2e-3 / f_down 0. The textures live on a torus (the 2×2 tiling of an 8-pixel tile
+#   is invariant under 8-pixel shifts); zero-padded convs treat border pixels differently from interior ones,
+#   so neither the score models nor f could represent the periodicity. Before (zero padding, 300 steps, f_down
+#   1): the mirror samples ỹ were as non-periodic as random binary images (validation ℓ(ỹ) 1.8 / 2.7 / 1.8 on
+#   seeds 0-2), f contracted training noise 0.163 → 0.069 (σ ≤ 0.1) and the test ratio was 0.71 / 0.93 / 0.81.
+#   Measured on held-out images with noise (test split, seed 0; cycle error, ℓ(f(g(x)+σz)) from ℓ 0.163):
+#   zero padding 0.083, 0.069; circular f 0.107, 0.052; + f_down 0 0.059, 0.036; + 600 steps lr 2e-3 0.036,
+#   0.016. Self-attention (at the score U-Net's lower level or after f's res blocks) did not help (ratio 0.69 and
+#   0.33 with f circular, 0.30 without it). With the circular score models vanilla's samples are 2.5-3× closer
+#   to the set (ℓ 0.76 / 0.87 / 0.69 → 0.27 / 0.32 / 0.23) and the mirror samples fall near the fit's noise
+#   scale (validation ℓ(ỹ) 0.27 / 0.35 / 0.26), where f contracts them: test ratio 0.120 / 0.200 / 0.157, MMD
+#   ratio 1.02 / 1.36 / 1.32 (seeds 0-2, with the fine-tuning below). A U-Net circular except for its
+#   ConvTranspose up-sampling (not equivariant) gave vanilla 0.18 / 0.19 / 0.19 and ratios 0.135 / 0.192 /
+#   0.137, MMD ratio 0.93 / 1.22 / 0.79; the equivariant one is kept (pinned by a test).
 CI_NAMM_KW: dict[str, dict[str, Any]] = {
     "burgers": {"steps": 600, "lr": 2e-3, "lam_constr": 3.0, "f_down": 0},
     "kolmogorov": {"steps": 600, "lr": 2e-3, "lam_constr": 1.5, "f_down": 0},
+    "periodic_texture": {"steps": 600, "lr": 2e-3, "f_down": 0, "f_padding": "circular"},
     "total_brightness": {"f_residual": False},
 }
+# ci score models (both methods): circular padding for the periodic textures (see above)
+CI_DM_KW: dict[str, dict[str, Any]] = {"periodic_texture": {"padding": "circular"}}
 
 # ci fine-tuning of f on mirror-diffusion samples (reference §1.6; ``finetune_f``): 256 mirror samples of seed + 7
 # to fit, 64 more to validate (ℓ(f(ỹ)) and MMD of f(ỹ) vs the training images, before/after; in the row's
@@ -164,11 +190,9 @@ CI_NAMM_KW: dict[str, dict[str, Any]] = {
 #   constraint term wins and f collapses to near-constant (trivially periodic) images: validation MMD × 3-30
 #   (λ_constr 1, 100-300 steps, lr 2e-4 or 1e-3; λ_constr ≥ 2 or a larger σ_max in the fit: × 50). λ_cyc 2 / 2.5
 #   raise the validation MMD 10-30 %, λ_cyc 5 does nothing; λ_cyc 3 lowers validation ℓ(f(ỹ)) by 4-6 % at an
-#   unchanged validation MMD (mean +5 %). Test ratios 0.74 / 0.99 / 0.86 → 0.71 / 0.93 / 0.81, MMD ratio 1.34 /
-#   1.03 / 0.94 → 1.26 / 1.06 / 1.01 (600 steps: 0.70 / 0.92 / 0.79); 12 s. The target 0.3 is out of reach here:
-#   the mirror score model's samples violate periodicity about as much as vanilla's (validation ℓ(ỹ) 1.8 / 2.7 /
-#   1.8 in mirror space vs 0.16-0.18 for the fit's σ ≤ 0.1 noise; f(ỹ) 0.56 / 1.22 / 0.55 vs vanilla's 0.78 /
-#   0.87 / 0.69), and every f that contracted them much further had collapsed.
+#   unchanged validation MMD (mean +5 %) (these with the zero-padded nets). With the circular nets (CI_NAMM_KW)
+#   it lowers validation ℓ(f(ỹ)) 0.083 / 0.159 / 0.083 → 0.031 / 0.065 / 0.035 at a validation MMD of 0.0218 /
+#   0.0254 / 0.0235 → 0.0238 / 0.0303 / 0.0234 (seeds 0-2).
 # - burgers, kolmogorov, count already pass (and the PDE ones' f is Mirror DPS's): off.
 CI_FINETUNE_STEPS: dict[str, int] = {"periodic_texture": 300}
 CI_FINETUNE_KW: dict[str, dict[str, Any]] = {"periodic_texture": {"lam_cyc": 3.0}}
@@ -176,7 +200,7 @@ CI_FINETUNE_KW: dict[str, dict[str, Any]] = {"periodic_texture": {"lam_cyc": 3.0
 CI = ScaleCfg(
     name="ci", n_train=256, n_test=128, n_samples=128, nets="ci",
     namm_steps=300, namm_batch=16, namm_lr=1e-3, namm_kw=CI_NAMM_KW,
-    finetune_steps=CI_FINETUNE_STEPS, finetune_kw=CI_FINETUNE_KW, finetune_n=256, finetune_val=64,
+    finetune_steps=CI_FINETUNE_STEPS, finetune_kw=CI_FINETUNE_KW, finetune_n=256, finetune_val=64, dm_kw=CI_DM_KW,
     dm_steps=600, dm_batch=32, dm_lr=2e-3, dm_nf=16, dm_warmup=0, dm_ema=0.999,
     sample_steps=100, counter_n=768, counter_steps=400, counter_src=(4, 12),
     problem_kw={
@@ -243,6 +267,13 @@ def fit_overrides(sc: ScaleCfg, problem: str) -> dict[str, Any]:
     """The scale's NammCfg overrides of one problem's NAMM fit, less ``steps`` (which ``steps_for`` reads); the
     bench and the pipeline's mirror stage both apply them, so they fit the same map."""
     return {k: v for k, v in sc.namm_kw.get(problem, {}).items() if k != "steps"}
+
+
+def score_cfg(sc: ScaleCfg, problem: str, steps: int, log_every: int) -> MdmCfg:
+    """The score model of one problem (vanilla and mirror alike): the scale's settings and ``sc.dm_kw[problem]``;
+    the bench and the pipeline's train stage both build it here."""
+    return MdmCfg(**{**dict(steps=steps, batch_size=sc.dm_batch, lr=sc.dm_lr, warmup=sc.dm_warmup, ema=sc.dm_ema,
+                            nf=sc.dm_nf, log_every=log_every), **sc.dm_kw.get(problem, {})})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -370,8 +401,7 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
     ncfg = task_cfg(problem, "ci" if sc.nets == "ci" else "paper", **overrides)
 
     def mcfg(n_steps: int) -> MdmCfg:
-        return MdmCfg(steps=n_steps, batch_size=sc.dm_batch, lr=sc.dm_lr, warmup=sc.dm_warmup, ema=sc.dm_ema,
-                      nf=sc.dm_nf, log_every=max(1, n_steps // 4))
+        return score_cfg(sc, problem, n_steps, log_every=max(1, n_steps // 4))
 
     te = _nchw(x_te).to(device)
     data_d = distances(constraint, te)
@@ -453,7 +483,7 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
                                           "finetune": steps["finetune"] if model == "namm" else 0,
                                           "score": steps["mdm" if model == "namm" else "dm"],
                                           "sample": sc.sample_steps},
-            "score_nf": sc.dm_nf, "seed": seed, "device": str(device), "scale": sc.name,
+            "score_nf": sc.dm_nf, "score_kw": dict(sc.dm_kw.get(problem, {})), "seed": seed, "device": str(device), "scale": sc.name,
             "score_loss_last": info[model]["score_loss_last"],
         }
         if model == "namm":
@@ -463,7 +493,8 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
             row["namm_diag"] = info[model]["namm_diag"]
             row["namm_cfg"] = {k: v for k, v in ncfg.model_dump().items()
                                if k in ("lam_constr", "sigma_max", "lr", "icnn_layers", "icnn_filters", "f_filters",
-                                        "f_down", "f_blocks", "f_residual", "f_activation", "batch_size")}
+                                        "f_down", "f_blocks", "f_residual", "f_activation", "f_padding",
+                                        "batch_size")}
         rows.append(row)
     by = {r["model"]: r for r in rows}
     c_ratio = _ratio(by["namm"]["constraint_mean"], by["vanilla"]["constraint_mean"])

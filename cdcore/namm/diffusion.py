@@ -37,6 +37,7 @@ class MdmCfg(Strict):
     grad_clip: float = Field(1.0, gt=0)
     ema: float = Field(0.9999, ge=0, lt=1)
     nf: int = Field(32, ge=1, le=1024)
+    padding: Literal["zeros", "circular"] = Field("zeros", description="circular: the U-Net wraps around (torus)")
     beta_min: float = Field(0.1, gt=0)
     beta_max: float = Field(20.0, gt=0)
     eps_t: float = Field(1e-3, gt=0, lt=1)
@@ -84,7 +85,7 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
     dgen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
     sde = VPSDE(cfg.beta_min, cfg.beta_max, cfg.eps_t)
     y = y.to(dev)
-    net = ScoreUNet(y.shape[1], nf=cfg.nf).to(dev)
+    net = ScoreUNet(y.shape[1], nf=cfg.nf, padding=cfg.padding).to(dev)
     ema = copy.deepcopy(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     hist: dict[str, list] = {"step": [], "loss": []}

@@ -47,6 +47,7 @@ class NammCfg(Strict):
     f_residual: bool = True
     f_activation: Literal["softplus", "none"] = "softplus"
     f_dropout: float = Field(0.5, ge=0, lt=1)
+    f_padding: Literal["zeros", "circular"] = Field("zeros", description="circular: f equivariant on the torus")
     check_data: bool = Field(True, description="refuse data whose ℓ_constr exceeds data_tol (as the reference)")
     data_tol: float = Field(1e-2, gt=0)
     log_every: int = Field(50, ge=1)
@@ -84,7 +85,8 @@ def task_cfg(task: str, scale: Literal["ci", "paper"] = "paper", **overrides) ->
 def build_nets(channels: int, cfg: NammCfg) -> tuple[ICNN, ResnetGenerator]:
     g = ICNN(channels, cfg.icnn_filters, cfg.icnn_layers, alpha=cfg.alpha)
     f = ResnetGenerator(channels, cfg.f_filters, cfg.f_down, cfg.f_blocks, residual=cfg.f_residual,
-                        activation=cfg.f_activation, dropout=cfg.f_dropout)
+                        activation=cfg.f_activation, dropout=cfg.f_dropout,
+                        padding=cfg.f_padding)
     return g, f
 
 

@@ -74,11 +74,12 @@ class ICNN(nn.Module):
 
 
 class _ResBlock(nn.Module):
-    def __init__(self, ch: int, dropout: float) -> None:
+    def __init__(self, ch: int, dropout: float, padding: str = "zeros") -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(ch, ch, 3, padding=1), nn.InstanceNorm2d(ch), nn.ReLU(), nn.Dropout(dropout),
-            nn.Conv2d(ch, ch, 3, padding=1), nn.InstanceNorm2d(ch),
+            nn.Conv2d(ch, ch, 3, padding=1, padding_mode=padding), nn.InstanceNorm2d(ch), nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(ch, ch, 3, padding=1, padding_mode=padding), nn.InstanceNorm2d(ch),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,25 +92,37 @@ class ResnetGenerator(nn.Module):
     conv7(nf)-IN-ReLU → n_down × [conv3 s2 (×2 ch)-IN-ReLU] → n_blocks res blocks → n_down × [convT3 s2-IN-ReLU]
     → conv7(C) → (+ input if ``residual``) → (softplus if ``activation == "softplus"``). Init N(0, 0.02).
     Paper: nf 64, n_down 2, n_blocks 6, dropout 0.5.
+
+    ``padding="circular"`` makes f equivariant to translations of the torus (images of a periodic domain): a
+    zero-padded f treats border pixels differently from interior ones, so even an exactly periodic input comes out
+    non-periodic near the borders. Up-sampling is then nearest-neighbour + circular conv3 (ConvTranspose2d has no
+    circular padding).
     """
 
     def __init__(self, channels: int = 1, nf: int = 64, n_down: int = 2, n_blocks: int = 6, residual: bool = True,
-                 activation: str = "softplus", dropout: float = 0.0) -> None:
+                 activation: str = "softplus", dropout: float = 0.0, padding: str = "zeros") -> None:
         super().__init__()
         if activation not in ("softplus", "none"):
             raise ValueError(f"activation must be 'softplus' or 'none', got {activation!r}")
+        if padding not in ("zeros", "circular"):
+            raise ValueError(f"padding must be 'zeros' or 'circular', got {padding!r}")
         self.residual, self.activation = residual, activation
-        layers: list[nn.Module] = [nn.Conv2d(channels, nf, 7, padding=3), nn.InstanceNorm2d(nf), nn.ReLU()]
+        pm = padding
+        layers: list[nn.Module] = [nn.Conv2d(channels, nf, 7, padding=3, padding_mode=pm), nn.InstanceNorm2d(nf),
+                                   nn.ReLU()]
         ch = nf
         for _ in range(n_down):
-            layers += [nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * ch), nn.ReLU()]
+            layers += [nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1, padding_mode=pm), nn.InstanceNorm2d(2 * ch),
+                       nn.ReLU()]
             ch *= 2
-        layers += [_ResBlock(ch, dropout) for _ in range(n_blocks)]
+        layers += [_ResBlock(ch, dropout, pm) for _ in range(n_blocks)]
         for _ in range(n_down):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(ch // 2), nn.ReLU()]
+            up: list[nn.Module] = (
+                [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)] if pm == "zeros"
+                else [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch // 2, 3, padding=1, padding_mode=pm)])
+            layers += [*up, nn.InstanceNorm2d(ch // 2), nn.ReLU()]
             ch //= 2
-        layers += [nn.Conv2d(ch, channels, 7, padding=3)]
+        layers += [nn.Conv2d(ch, channels, 7, padding=3, padding_mode=pm)]
         self.net = nn.Sequential(*layers)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -134,11 +147,12 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 
 class _TimeBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, tdim: int) -> None:
+    def __init__(self, cin: int, cout: int, tdim: int, padding: str = "zeros") -> None:
         super().__init__()
-        self.n1, self.c1 = nn.GroupNorm(min(8, cin), cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.n1, self.c1 = nn.GroupNorm(min(8, cin), cin), nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)
         self.t = nn.Linear(tdim, cout)
-        self.n2, self.c2 = nn.GroupNorm(min(8, cout), cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.n2 = nn.GroupNorm(min(8, cout), cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1, padding_mode=padding)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
@@ -148,19 +162,28 @@ class _TimeBlock(nn.Module):
 
 
 class ScoreUNet(nn.Module):
-    """Small U-Net ε_θ(x_t, t) for the VP-SDE: two resolutions, one time-conditioned block per level."""
+    """Small U-Net ε_θ(x_t, t) for the VP-SDE: two resolutions, one time-conditioned block per level.
 
-    def __init__(self, channels: int = 1, nf: int = 32, tdim: int = 64) -> None:
+    ``padding="circular"``: every conv wraps around and up-sampling is nearest + circular conv3, so the net is
+    equivariant to even translations of the torus (one stride-2 level), for images of a periodic domain.
+    """
+
+    def __init__(self, channels: int = 1, nf: int = 32, tdim: int = 64, padding: str = "zeros") -> None:
         super().__init__()
+        if padding not in ("zeros", "circular"):
+            raise ValueError(f"padding must be 'zeros' or 'circular', got {padding!r}")
         self.tdim = tdim
         self.temb = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
-        self.inp = nn.Conv2d(channels, nf, 3, padding=1)
-        self.down1 = _TimeBlock(nf, nf, tdim)
-        self.pool = nn.Conv2d(nf, 2 * nf, 3, stride=2, padding=1)
-        self.mid = _TimeBlock(2 * nf, 2 * nf, tdim)
-        self.up = nn.ConvTranspose2d(2 * nf, nf, 4, stride=2, padding=1)
-        self.up1 = _TimeBlock(2 * nf, nf, tdim)
-        self.outp = nn.Sequential(nn.GroupNorm(min(8, nf), nf), nn.SiLU(), nn.Conv2d(nf, channels, 3, padding=1))
+        self.inp = nn.Conv2d(channels, nf, 3, padding=1, padding_mode=padding)
+        self.down1 = _TimeBlock(nf, nf, tdim, padding)
+        self.pool = nn.Conv2d(nf, 2 * nf, 3, stride=2, padding=1, padding_mode=padding)
+        self.mid = _TimeBlock(2 * nf, 2 * nf, tdim, padding)
+        self.up = (nn.ConvTranspose2d(2 * nf, nf, 4, stride=2, padding=1) if padding == "zeros" else
+                   nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                 nn.Conv2d(2 * nf, nf, 3, padding=1, padding_mode=padding)))
+        self.up1 = _TimeBlock(2 * nf, nf, tdim, padding)
+        self.outp = nn.Sequential(nn.GroupNorm(min(8, nf), nf), nn.SiLU(),
+                                  nn.Conv2d(nf, channels, 3, padding=1, padding_mode=padding))
         nn.init.zeros_(self.outp[-1].weight)
         nn.init.zeros_(self.outp[-1].bias)
 
