@@ -93,6 +93,13 @@ class BenchmarkDataset(Strict):
 
         return BENCHMARKS[self.benchmark].constraint
 
+    @property
+    def constraint_kwargs(self) -> dict:
+        """The benchmark's constructor arguments of its constraint (e.g. a ball's dimension, SO(10)'s tangent mode)."""
+        from cdcore.benchmarks import BENCHMARKS
+
+        return dict(BENCHMARKS[self.benchmark].constraint_kwargs)
+
 
 class NammDataset(Strict):
     """A NAMM constraint benchmark (cdcore/namm/problems.py), generated from the seed; trained by ``method: namm``.

@@ -21,7 +21,7 @@ class LandingSampler(mlflow.pyfunc.PythonModel):
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.schedule, self.dyn_cfg, self.meta = load_model(context.artifacts["weights"], device)
-        self.constraint = constraints.make(self.meta["constraint"])
+        self.constraint = constraints.make(self.meta["constraint"], **dict(self.meta.get("constraint_kwargs") or {}))
         self.device = device
         self.last_report: dict[str, float] = {}
 

@@ -95,7 +95,13 @@ def _dump(model: Any) -> Any:
 
 def constraint_for(params: Params, name: str) -> constraints.Constraint:
     ds = params.dataset(name)
-    return constraints.make(ds.constraint)
+    return constraints.make(ds.constraint, **getattr(ds, "constraint_kwargs", {}))
+
+
+def constraint_of(attrs: dict[str, Any]) -> constraints.Constraint:
+    """The constraint a data file or model was made with: its name and constructor arguments (files written
+    before the arguments were recorded have none)."""
+    return constraints.make(attrs["constraint"], **dict(attrs.get("constraint_kwargs") or {}))
 
 
 def method_stages(params: Params, name: str):
@@ -196,7 +202,8 @@ def run_data(params: Params, name: str, root: Path, parent_run_id: Optional[str]
         return out
     ds = params.dataset(name)
     constraint = constraint_for(params, name)
-    attrs: dict[str, Any] = {"constraint": ds.constraint, "constraint_spec": constraint.spec(), "dim": constraint.dim,
+    attrs: dict[str, Any] = {"constraint": ds.constraint, "constraint_kwargs": getattr(ds, "constraint_kwargs", {}),
+                             "constraint_spec": constraint.spec(), "dim": constraint.dim,
                              "seed": params.seed, "split": _dump(params.split), "generator": _dump(ds), "fingerprint": fp}
     if isinstance(ds, VmfDataset):
         x, means = vmf_mixture(ds.n, ds.components, ds.kappa, seed=params.seed)
@@ -252,7 +259,7 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
         return out
     device = resolve_device(params.train.device)
     splits, attrs = _tensors(lay.data(name), device)
-    constraint = constraints.make(attrs["constraint"])
+    constraint = constraint_of(attrs)
     schedule = schedule_from(params.schedule_for(name))
     dynamics = params.dynamics_for(name)
     ckpt = lay.checkpoint(name, fp)
@@ -276,6 +283,7 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
                                params.train_for(name), seed=params.seed, device=device, checkpoint_path=ckpt,
                                on_progress=progress)
         meta = {"fingerprint": fp, "dataset": name, "dim": constraint.dim, "constraint": attrs["constraint"],
+                "constraint_kwargs": attrs.get("constraint_kwargs") or {},
                 "schedule": _dump(params.schedule_for(name)), "dynamics": _dump(dynamics), "model": _dump(params.model),
                 "seed": params.seed, "resumed_from": result.resumed_from, "train_wall_s": result.wall_s}
         save_checkpoint(out, {"state_dict": result.model.state_dict(), "meta": meta, "history": result.history})
@@ -315,7 +323,7 @@ def run_sample(params: Params, name: str, root: Path, parent_run_id: Optional[st
         return out
     device = resolve_device(params.sample.device)
     model, schedule, dyn_cfg, meta = load_model(lay.model(name), device)
-    constraint = constraints.make(meta["constraint"])
+    constraint = constraint_of(meta)
     groups: dict[str, dict[str, Any]] = {}
     with tracking.stage_run("sample", name, parent_run_id) as run:
         for sampler in params.sample.samplers:
@@ -374,7 +382,7 @@ def run_evaluate(params: Params, name: str, root: Path, parent_run_id: Optional[
         return impl.run_evaluate(params, name, root, parent_run_id)
     splits, attrs = io.read_dataset(lay.data(name))
     groups, sattrs = io.read_samples(lay.samples(name))
-    constraint = constraints.make(attrs["constraint"])
+    constraint = constraint_of(attrs)
     test, train = splits["test"], splits["train"]
     ref = np.concatenate([train, splits["val"]])
     metric, score = quality_metric(params, name, attrs["constraint"])

@@ -535,3 +535,46 @@ def test_son_gram_tangent_is_exact_without_host_reads():
     assert "aten::_local_scalar_dense" not in [e.name for e in prof.events()]
     assert float((it - Constraint.tangent(c, x, v)).abs().max()) < 1e-8
     assert float(torch.einsum("bkd,bd->bk", c.h_jac(x), it).abs().max()) < 1e-5  # O(δ) from the Gram shift
+
+
+def test_son_manifold_mode_landing_normal_is_the_gauss_newton_step_on_son_and_contracts_off_it():
+    """The closed-form landing normal −½(R Rᵀ − I)R of ``tangent_mode="manifold"`` equals the exact Gauss–Newton
+    step to first order (error O(residual²)), and one landing step from a residual of ~0.06 contracts it
+    quadratically, as the exact step does."""
+    exact, closed = SpecialOrthogonal(10), SpecialOrthogonal(10, tangent_mode="manifold")
+    for scale in (1e-2, 1e-3):
+        x = near("so10", n=8, scale=scale)
+        res = float(exact.h(x).abs().max())
+        diff = float((closed.normal_step(x) - exact.normal_step(x)).abs().max())
+        assert diff < 10 * res**2, (scale, res, diff)
+        assert diff > 0 or res == 0
+    x = near("so10", n=8, scale=1e-2)
+    r0 = float(exact.h(x).abs().max())
+    for c in (exact, closed):
+        r1 = float(c.h(x + c.normal_step(x)).abs().max())
+        assert r1 < 2 * r0**2 < 0.2 * r0, (c.tangent_mode, r0, r1)
+
+
+def test_so10_benchmarks_and_their_pipeline_data_use_the_closed_form_geometry(tmp_path):
+    """The SO(10) benchmarks' constraint arguments reach every pipeline stage through the data file's attributes
+    (so do the convex benchmarks' dimensions, which the pipeline once dropped)."""
+    from cdcore import benchmarks
+    from cdcore.config import parse_params
+    from flows import stages
+    import yaml
+
+    from tests.conftest import REPO
+
+    assert benchmarks.get("so10_3w").make_constraint().tangent_mode == "manifold"
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["finetune"] = {}
+    raw["datasets"] = {"rot": {"kind": "benchmark", "benchmark": "so10_3w"},
+                       "ball": {"kind": "benchmark", "benchmark": "ball_gmm"}}
+    p = parse_params(raw)
+    from cdcore.data import io
+
+    _, attrs = io.read_dataset(stages.run_data(p, "rot", tmp_path))
+    assert attrs["constraint_kwargs"] == {"tangent_mode": "manifold"}
+    assert stages.constraint_of(attrs).tangent_mode == "manifold"
+    _, attrs = io.read_dataset(stages.run_data(p, "ball", tmp_path))
+    assert stages.constraint_of(attrs).dim == 2 == attrs["dim"]

@@ -153,6 +153,10 @@ class SpecialOrthogonal(Constraint):
             return super().normal_step(x, geo)
         R = self._mat(x)
         eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
+        if self.tangent_mode == "manifold":
+            # at M = I the Gram is 2I (4 on the diagonal pairs), so S = ½(R Rᵀ − I): Ablin & Peyré's landing
+            # field, two n×n products, first-order accurate off SO(n) (a contraction with quadratic error)
+            return (-0.5 * (R @ R.transpose(1, 2) - eye) @ R).reshape(x.shape)
         return (-self._gram_sym(R, R @ R.transpose(1, 2) - eye) @ R).reshape(x.shape)
 
     # ----- sampling --------------------------------------------------------
