@@ -16,12 +16,11 @@ class LandingSampler(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import torch
 
-        from cdcore import constraints
-        from flows.stages import load_model
+        from flows.stages import constraint_of, load_model
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.schedule, self.dyn_cfg, self.meta = load_model(context.artifacts["weights"], device)
-        self.constraint = constraints.make(self.meta["constraint"], **dict(self.meta.get("constraint_kwargs") or {}))
+        self.constraint = constraint_of(self.meta)
         self.device = device
         self.last_report: dict[str, float] = {}
 

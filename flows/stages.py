@@ -93,9 +93,14 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
 
 
+def constraint_ref(ds: Any) -> dict[str, Any]:
+    """A data set's constraint as recorded in its data file: the library name and the constructor arguments
+    (only benchmark data sets have any)."""
+    return {"constraint": ds.constraint, "constraint_kwargs": getattr(ds, "constraint_kwargs", {})}
+
+
 def constraint_for(params: Params, name: str) -> constraints.Constraint:
-    ds = params.dataset(name)
-    return constraints.make(ds.constraint, **getattr(ds, "constraint_kwargs", {}))
+    return constraint_of(constraint_ref(params.dataset(name)))
 
 
 def constraint_of(attrs: dict[str, Any]) -> constraints.Constraint:
@@ -202,8 +207,7 @@ def run_data(params: Params, name: str, root: Path, parent_run_id: Optional[str]
         return out
     ds = params.dataset(name)
     constraint = constraint_for(params, name)
-    attrs: dict[str, Any] = {"constraint": ds.constraint, "constraint_kwargs": getattr(ds, "constraint_kwargs", {}),
-                             "constraint_spec": constraint.spec(), "dim": constraint.dim,
+    attrs: dict[str, Any] = {**constraint_ref(ds), "constraint_spec": constraint.spec(), "dim": constraint.dim,
                              "seed": params.seed, "split": _dump(params.split), "generator": _dump(ds), "fingerprint": fp}
     if isinstance(ds, VmfDataset):
         x, means = vmf_mixture(ds.n, ds.components, ds.kappa, seed=params.seed)

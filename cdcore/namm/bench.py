@@ -483,7 +483,8 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
                                           "finetune": steps["finetune"] if model == "namm" else 0,
                                           "score": steps["mdm" if model == "namm" else "dm"],
                                           "sample": sc.sample_steps},
-            "score_nf": sc.dm_nf, "score_kw": dict(sc.dm_kw.get(problem, {})), "seed": seed, "device": str(device), "scale": sc.name,
+            "score_nf": sc.dm_nf, "score_kw": dict(sc.dm_kw.get(problem, {})), "seed": seed, "device": str(device),
+            "scale": sc.name,
             "score_loss_last": info[model]["score_loss_last"],
         }
         if model == "namm":

@@ -73,6 +73,20 @@ class ICNN(nn.Module):
         return (1.0 - self.alpha) * self.grad_psi(x) + self.alpha * x
 
 
+def _check_padding(padding: str) -> None:
+    if padding not in ("zeros", "circular"):
+        raise ValueError(f"padding must be 'zeros' or 'circular', got {padding!r}")
+
+
+def _upsample2x(cin: int, cout: int, kernel: int, padding: str) -> nn.Module:
+    """×2 up-sampling: a stride-2 transposed conv (zero padding), or nearest + circular conv3, since
+    ConvTranspose2d has no circular padding."""
+    if padding == "zeros":
+        return nn.ConvTranspose2d(cin, cout, kernel, stride=2, padding=1, output_padding=4 - kernel)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding))
+
+
 class _ResBlock(nn.Module):
     def __init__(self, ch: int, dropout: float, padding: str = "zeros") -> None:
         super().__init__()
@@ -104,8 +118,7 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         if activation not in ("softplus", "none"):
             raise ValueError(f"activation must be 'softplus' or 'none', got {activation!r}")
-        if padding not in ("zeros", "circular"):
-            raise ValueError(f"padding must be 'zeros' or 'circular', got {padding!r}")
+        _check_padding(padding)
         self.residual, self.activation = residual, activation
         pm = padding
         layers: list[nn.Module] = [nn.Conv2d(channels, nf, 7, padding=3, padding_mode=pm), nn.InstanceNorm2d(nf),
@@ -117,10 +130,7 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [_ResBlock(ch, dropout, pm) for _ in range(n_blocks)]
         for _ in range(n_down):
-            up: list[nn.Module] = (
-                [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)] if pm == "zeros"
-                else [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch // 2, 3, padding=1, padding_mode=pm)])
-            layers += [*up, nn.InstanceNorm2d(ch // 2), nn.ReLU()]
+            layers += [_upsample2x(ch, ch // 2, 3, pm), nn.InstanceNorm2d(ch // 2), nn.ReLU()]
             ch //= 2
         layers += [nn.Conv2d(ch, channels, 7, padding=3, padding_mode=pm)]
         self.net = nn.Sequential(*layers)
@@ -170,17 +180,14 @@ class ScoreUNet(nn.Module):
 
     def __init__(self, channels: int = 1, nf: int = 32, tdim: int = 64, padding: str = "zeros") -> None:
         super().__init__()
-        if padding not in ("zeros", "circular"):
-            raise ValueError(f"padding must be 'zeros' or 'circular', got {padding!r}")
+        _check_padding(padding)
         self.tdim = tdim
         self.temb = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
         self.inp = nn.Conv2d(channels, nf, 3, padding=1, padding_mode=padding)
         self.down1 = _TimeBlock(nf, nf, tdim, padding)
         self.pool = nn.Conv2d(nf, 2 * nf, 3, stride=2, padding=1, padding_mode=padding)
         self.mid = _TimeBlock(2 * nf, 2 * nf, tdim, padding)
-        self.up = (nn.ConvTranspose2d(2 * nf, nf, 4, stride=2, padding=1) if padding == "zeros" else
-                   nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                 nn.Conv2d(2 * nf, nf, 3, padding=1, padding_mode=padding)))
+        self.up = _upsample2x(2 * nf, nf, 4, padding)
         self.up1 = _TimeBlock(2 * nf, nf, tdim, padding)
         self.outp = nn.Sequential(nn.GroupNorm(min(8, nf), nf), nn.SiLU(),
                                   nn.Conv2d(nf, channels, 3, padding=1, padding_mode=padding))
