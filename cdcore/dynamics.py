@@ -157,14 +157,14 @@ def land_to_tolerance(constraint: Constraint, x: Tensor, steps: int, tol: float)
     Explicit landing contracts the residual by only (1 − α σ² Δt) per step, and that rate vanishes with σ at the
     end of sampling, so a trajectory that a bad score step threw far off (dipeptide: |φ − φ₀| = 1.8 rad) arrives
     too far for the terminal Newton projection, whose Jacobian is frozen at the start point, and was dropped.
-    A few full-rate landing steps converge quadratically from there. A fixed number of steps, masked per sample,
+    A few polish steps (a full-rate landing step, or the constraint's globally convergent one) converge
+    quadratically from there. A fixed number of steps, masked per sample,
     keeps the loop free of host synchronisation; the count of steps taken per sample is returned.
     """
     taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    zero = torch.zeros_like(x)
     for _ in range(steps):
         off = constraint.violation(x) > tol
-        z = constraint.land_implicit(x, zero)
+        z = constraint.polish(x)
         ok = off & torch.isfinite(z).all(dim=1)
         x = torch.where(ok.unsqueeze(1), z, x)
         taken += ok.long()

@@ -33,6 +33,13 @@ class ScoreModel(nn.Module):
     √(1−a_k²)/h_k for underdamped) lets the MLP output O(1) numbers at every
     step; it changes the parametrisation, not the function class or the loss.
     The network is only evaluated at grid times, so c_k is a lookup table.
+
+    Underdamped models add λ_k v̂, a learned per-step gain on the velocity input (zero at
+    initialisation, so training starts from the plain MLP). The reverse velocity kernel's mean is
+    largely linear in v̂ (the Gaussian part of the joint law of (x, v), which the mixed score of
+    critically-damped Langevin diffusion also writes out), and an MLP fed 2d + 1 inputs learns that
+    d × d identity-like map slowly: on so10_circle at ci the gain takes the validation path loss
+    from 1088 to 1054 and ULLA's JSD from the forward ends from 0.43 to 0.34.
     """
 
     def __init__(
@@ -60,6 +67,8 @@ class ScoreModel(nn.Module):
                 h = sig[min(k, schedule.N - 1)] ** 2 * schedule.dt
                 a = math.exp(-gamma * h)
                 scale.append(math.sqrt(1 - a * a) / h)
+        if kind == "underdamped":
+            self.vgain = nn.Parameter(torch.zeros(schedule.N + 1))
         self.register_buffer("times", times.float(), persistent=False)
         self.register_buffer("scales", torch.tensor(scale, dtype=torch.float32), persistent=False)
         freqs = torch.exp(torch.linspace(0, math.log(200.0), time_features)) if time_features else torch.zeros(0)
@@ -80,5 +89,13 @@ class ScoreModel(nn.Module):
 
     def forward(self, x: Tensor, v: Tensor | None, k: int | Tensor) -> Tensor:
         tf, c = self._time_input(k, x.shape[0], x)
-        parts = [x, v, tf] if self.kind == "underdamped" else [x, tf]
-        return self.mlp(torch.cat(parts, dim=1)) * c
+        if self.kind != "underdamped":
+            return self.mlp(torch.cat([x, tf], dim=1)) * c
+        gain = self.vgain[k] if isinstance(k, int) else self.vgain[k].unsqueeze(1)
+        return (self.mlp(torch.cat([x, v, tf], dim=1)) + gain.to(x.dtype) * v) * c
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        key = prefix + "vgain"
+        if self.kind == "underdamped" and key not in state_dict:
+            state_dict[key] = torch.zeros_like(self.vgain)  # saved before the gain existed: the same function
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

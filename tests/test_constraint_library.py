@@ -555,6 +555,26 @@ def test_son_manifold_mode_landing_normal_is_the_gauss_newton_step_on_son_and_co
         assert r1 < 2 * r0**2 < 0.2 * r0, (c.tangent_mode, r0, r1)
 
 
+def test_son_polish_reaches_the_nearest_rotation_where_the_closed_form_landing_step_diverges():
+    """Singular values from 0.5 to 3: Newton–Schulz unscaled (the manifold-mode landing step) blows up; the
+    scaled iteration of ``polish`` lands on U Vᵀ, the nearest rotation, to 1e-10 in ten steps."""
+    c = SpecialOrthogonal(4, tangent_mode="manifold")
+    g = torch.Generator().manual_seed(0)
+    U = c.sample_prior(8, generator=g).double().reshape(-1, 4, 4)
+    V = c.sample_prior(8, generator=g).double().reshape(-1, 4, 4)
+    s = torch.linspace(0.5, 3.0, 4, dtype=torch.float64)
+    x = (U @ torch.diag(s) @ V.transpose(1, 2)).reshape(8, 16)
+    ns, z = x.clone(), x.clone()
+    for _ in range(10):
+        ns = c.land_implicit(ns, torch.zeros_like(ns))
+        z = c.polish(z)
+    assert not bool((c.violation(ns) < 1e-3).all())
+    assert float(c.violation(z).max()) < 1e-10
+    assert torch.allclose(z.reshape(-1, 4, 4), U @ V.transpose(1, 2), atol=1e-6)  # U, V: float32 rotations
+    w = z + 1e-3 * torch.randn(z.shape, generator=g, dtype=z.dtype)  # near SO(n) it is the landing step
+    assert torch.allclose(c.polish(w), c.land_implicit(w, torch.zeros_like(w)), atol=1e-12)
+
+
 def test_so10_benchmarks_and_their_pipeline_data_use_the_closed_form_geometry(tmp_path):
     """The SO(10) benchmarks' constraint arguments reach every pipeline stage through the data file's attributes
     (so do the convex benchmarks' dimensions, which the pipeline once dropped)."""

@@ -215,3 +215,19 @@ def test_sampler_with_terminal_landing_drops_nothing_where_projection_alone_drop
         if steps:
             assert c.violation(res.x).max() <= 1e-5
     assert drops[0] > 0 and drops[5] == 0, drops
+
+
+def test_underdamped_velocity_gain_starts_at_zero_and_old_weights_load_unchanged():
+    """The per-step velocity gain is zero-initialised and weights saved before it existed load as the plain MLP."""
+    sched = NoiseSchedule("linear", 0.1, 2.0, 2.0, 10)
+    model = build_model(3, sched, DynamicsCfg(kind="underdamped", gamma=5.0), ModelCfg(hidden=16, depth=2))
+    assert torch.equal(model.vgain, torch.zeros(11))
+    x, v = torch.randn(4, 3), torch.randn(4, 3)
+    legacy = {k: t for k, t in model.state_dict().items() if k != "vgain"}
+    with torch.no_grad():
+        model.vgain.fill_(0.7)
+    moved = model(x, v, 3)
+    model.load_state_dict(legacy)
+    assert torch.equal(model.vgain, torch.zeros(11))
+    plain = model(x, v, 3)
+    assert torch.allclose(moved - plain, 0.7 * v * model.scales[3], atol=1e-6)

@@ -172,6 +172,14 @@ class Constraint:
         z = x + y
         return z + self.normal_step(z, self.geometry(z, active) if active is not None else None)
 
+    def polish(self, x: Tensor) -> Tensor:
+        """One network-free step back toward Σ, for the samples still off it when sampling ends.
+
+        A full Gauss–Newton step by default; a constraint whose Gauss–Newton step only converges near Σ
+        overrides it with a globally convergent one (SO(n): the Newton iteration of the polar factor).
+        """
+        return self.land_implicit(x, torch.zeros_like(x))
+
     # ----- Newton projection ----------------------------------------------
     def project(
         self,
