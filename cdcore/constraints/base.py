@@ -176,7 +176,7 @@ class Constraint:
         """One network-free step back toward Σ, for the samples still off it when sampling ends.
 
         A full Gauss–Newton step by default; a constraint whose Gauss–Newton step only converges near Σ
-        overrides it with a globally convergent one (SO(n): the Newton iteration of the polar factor).
+        overrides it with a globally convergent one (SO(n): a scaled Newton–Schulz step).
         """
         return self.land_implicit(x, torch.zeros_like(x))
 

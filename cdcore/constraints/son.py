@@ -21,6 +21,14 @@ def _sym(A: Tensor) -> Tensor:
     return 0.5 * (A + A.transpose(-1, -2))
 
 
+def _closed_form_normal(R: Tensor) -> Tensor:
+    """−½(R Rᵀ − I)R: at M = I the Gram is 2I (4 on the diagonal pairs), so S = ½(R Rᵀ − I). Ablin & Peyré's
+    landing field, two n×n products, first-order accurate off SO(n) (a contraction with quadratic error);
+    R plus it is one Newton–Schulz step toward the polar factor."""
+    eye = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+    return -0.5 * (R @ R.transpose(1, 2) - eye) @ R
+
+
 class SpecialOrthogonal(Constraint):
     """SO(n) with an analytic Jacobian and an analytic tangent projection.
 
@@ -154,9 +162,7 @@ class SpecialOrthogonal(Constraint):
         R = self._mat(x)
         eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
         if self.tangent_mode == "manifold":
-            # at M = I the Gram is 2I (4 on the diagonal pairs), so S = ½(R Rᵀ − I): Ablin & Peyré's landing
-            # field, two n×n products, first-order accurate off SO(n) (a contraction with quadratic error)
-            return (-0.5 * (R @ R.transpose(1, 2) - eye) @ R).reshape(x.shape)
+            return _closed_form_normal(R).reshape(x.shape)
         return (-self._gram_sym(R, R @ R.transpose(1, 2) - eye) @ R).reshape(x.shape)
 
     def polish(self, x: Tensor) -> Tensor:
@@ -170,11 +176,9 @@ class SpecialOrthogonal(Constraint):
         Matmuls and reductions only: no host sync, no LAPACK.
         """
         R = self._mat(x)
-        RtR = R.transpose(1, 2) @ R
-        bound = RtR.abs().sum(dim=1).amax(dim=1).clamp_min(1e-30).sqrt()
+        bound = (R.transpose(1, 2) @ R).abs().sum(dim=1).amax(dim=1).clamp_min(1e-30).sqrt()
         R = R * (1.5 / bound).clamp(max=1.0).view(-1, 1, 1)
-        eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
-        return (0.5 * R @ (3 * eye - R.transpose(1, 2) @ R)).reshape(x.shape)
+        return (R + _closed_form_normal(R)).reshape(x.shape)
 
     # ----- sampling --------------------------------------------------------
     def sample_prior(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> Tensor:
