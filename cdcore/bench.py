@@ -45,6 +45,45 @@ def _gaussian_prior(x_end: torch.Tensor) -> Callable[[int, torch.Generator], tor
     return prior
 
 
+def _forward_end_prior(constraint, x_src: torch.Tensor, schedule, dyn) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """The forward chain's own terminal law, simulated from held-out data, as a sampler's start.
+
+    Sampling from it instead of the analytic prior isolates what the prior mismatch costs (the forward need not
+    reach its prior: landing.md open question 3) from what the reverse kernel learned. A diagnostic, not a sampler:
+    it needs data at sampling time.
+    """
+
+    def prior(n: int, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(x_src), (n,), generator=gen, device=x_src.device)
+        return forward_paths(constraint, x_src[idx], schedule, dyn, generator=gen, keep_paths=False).x.float()
+
+    return prior
+
+
+def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.Tensor, test: np.ndarray,
+                       ref: np.ndarray, n: int, seed: int, device: torch.device) -> dict:
+    """Per dynamics: the forward's distance to its prior, and OLLA / ULLA quality over three sampling seeds from
+    the prior and from the forward's terminal law (same model, same metric as the rows)."""
+    out: dict = {}
+    q = lambda x: bench.quality(x.double().cpu().numpy(), test, ref)  # noqa: E731
+    gen = torch.Generator(device=device).manual_seed(seed + 7)
+    prior_a = constraint.sample_prior(n, generator=gen, device=device).double().cpu().numpy()
+    prior_b = constraint.sample_prior(n, generator=gen, device=device).double().cpu().numpy()
+    out["prior_vs_prior"] = bench.quality(prior_a, prior_b, ref)
+    for name, key in (("olla", "od"), ("ulla", "ud")):
+        model, schedule, dyn_cfg = models[key]
+        fwd_prior = _forward_end_prior(constraint, x_va, schedule, dynamics_from(dyn_cfg, "landing"))
+        out[f"{name}_forward_end_vs_prior"] = bench.quality(fwd_prior(n, gen).double().cpu().numpy(), prior_a, ref)
+        for start, prior in (("prior", None), ("forward_end", fwd_prior)):
+            vals = [q(sample_landing(model, constraint, schedule, dyn_cfg, n, seed=seed + 1 + i, device=device,
+                                     prior=prior).x) for i in range(3)]
+            out[f"{name}_quality_from_{start}_seeds"] = vals
+    for start in ("prior", "forward_end"):
+        diff = np.subtract(out[f"ulla_quality_from_{start}_seeds"], out[f"olla_quality_from_{start}_seeds"])
+        out[f"ulla_minus_olla_from_{start}_mean"] = float(diff.mean())
+    return out
+
+
 def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Paths, seed: int = 0,
                   on_row: Optional[RowFn] = None, log: Callable[[str], None] = print) -> dict:
     """Returns {"benchmark", "rows": [...], "ratios": {...}} or {"benchmark", "skipped": reason}."""
@@ -112,6 +151,13 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
         log(f"  {bench.name:12s} {name:12s} {bench.metric_name} {quality:.4f}  viol {row['violation_max']:.1e}  "
             f"drop {row['drop_rate']:.3f}  {m.wall_s:.3f}s")
     by = {r["sampler"]: r for r in rows}
+    t0 = time.perf_counter()
+    diag = _prior_diagnostics(bench, constraint, models, x_va, test, ref, sc.n_samples, seed, device)
+    log(f"  {bench.name}: forward end vs prior OD {diag['olla_forward_end_vs_prior']:.3f} "
+        f"UD {diag['ulla_forward_end_vs_prior']:.3f} (prior vs prior {diag['prior_vs_prior']:.3f}); "
+        f"ULLA - OLLA over 3 seeds: from the prior {diag['ulla_minus_olla_from_prior_mean']:+.3f}, "
+        f"from the forward end {diag['ulla_minus_olla_from_forward_end_mean']:+.3f} "
+        f"({time.perf_counter() - t0:.1f}s)")
     floor = bench.quality(train[: len(test) * 4], test, ref) if len(train) > 1 else float("nan")
     ratios = {
         "landing_over_unconstrained_wall": by["OLLA"]["wall_s"] / by["ambient+proj"]["wall_s"],
@@ -123,6 +169,7 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
         "quality_floor_train_vs_test": floor,
         "data_violation_max": data_violation,
         "train_s": train_s,
+        **diag,
     }
     return {"benchmark": bench.name, "rows": rows, "ratios": ratios}
 

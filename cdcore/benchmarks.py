@@ -195,9 +195,10 @@ _small = {"ci": Scale(n_samples=1000, train_steps=600, hidden=128, depth=3, max_
 _big = {"ci": Scale(n_samples=500, train_steps=400, hidden=128, depth=3, max_train=256, refreshes=1),
         "paper": Scale(n_samples=10_000, train_steps=20_000, hidden=1024, depth=5, batch_size=2048)}
 # earth and SO(10) carry the underdamped target (ULLA at half NFE reaches OLLA's JSD): at 600 / 400 steps their
-# ci models were far from converged (earth OLLA JSD 0.60 → 0.48 at 2400 steps, so10_circle 0.38 → 0.18 at 1600),
-# so the comparison measured training speed more than the samplers. Both cost under a minute more per model.
-_earth = {"ci": replace(_small["ci"], train_steps=2400), "paper": _small["paper"]}
+# ci models were far from converged (earth OLLA JSD 0.60 → 0.48 at 2400 steps → 0.39 at 12000 with 6 path refreshes,
+# floor 0.24; so10_circle 0.38 → 0.18 at 1600), so the comparison measured training speed more than the samplers.
+# An earth model trains 12000 steps in about 50 s on 2 CPU cores; an SO(10) one 1600 steps in about 70 s.
+_earth = {"ci": replace(_small["ci"], train_steps=12000, refreshes=6), "paper": _small["paper"]}
 _so10_scales = {"ci": replace(_big["ci"], train_steps=1600, refreshes=4), "paper": _big["paper"]}
 _robot = {"ci": Scale(n_samples=64, train_steps=300, hidden=128, depth=3, batch_size=256, max_train=96, refreshes=1),
           "paper": Scale(n_samples=10_000, train_steps=20_000, hidden=1024, depth=5, batch_size=2048)}

@@ -34,7 +34,7 @@ def default_paths(root: Path) -> benchmarks.Paths:
 
 def _log_rows(result: dict, parent_run_id: Optional[str]) -> None:
     metrics = {f"{r['sampler']}.{k}": v for r in result["rows"] for k, v in r.items()}
-    metrics.update({f"ratio.{k}": v for k, v in result["ratios"].items()})
+    metrics.update({f"ratio.{k}": v for k, v in result["ratios"].items() if isinstance(v, (int, float))})
     tracking.log_bench_run("bench", result["benchmark"], metrics, parent_run_id)
 
 
@@ -96,6 +96,15 @@ def format_report(report: dict) -> str:
         lines.append(f"| {name} | {q['landing_over_unconstrained_wall']:.2f} | {q['projection_over_landing_wall']:.2f} | "
                      f"{q['ulla_projection_over_landing_wall']:.2f} | {q['landing_quality_over_projection']:.2f} | "
                      f"{q['ulla_nfe_over_olla']:.2f} | {q['ulla_quality_minus_olla']:+.3f} | {q['quality_floor_train_vs_test']:.3f} |")
+    lines.append("")
+    lines.append("| benchmark | forward end vs prior (OD) | (UD) | prior vs prior | ULLA - OLLA, 3 seeds, from the prior "
+                 "| from the forward end |")
+    lines.append("|---|---|---|---|---|---|")
+    for name, q in report["ratios"].items():
+        if "prior_vs_prior" in q:
+            lines.append(f"| {name} | {q['olla_forward_end_vs_prior']:.3f} | {q['ulla_forward_end_vs_prior']:.3f} | "
+                         f"{q['prior_vs_prior']:.3f} | {q['ulla_minus_olla_from_prior_mean']:+.3f} | "
+                         f"{q['ulla_minus_olla_from_forward_end_mean']:+.3f} |")
     for name, why in report["skipped"].items():
         lines.append(f"\nskipped {name}: {why}")
     for name, why in report.get("failed", {}).items():

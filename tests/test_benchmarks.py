@@ -58,6 +58,28 @@ def test_harness_runs_every_sampler_with_ratios(name):
     assert by["ULLA"]["nfe"] == 5 and by["OLLA"]["nfe"] == 10
     assert res["ratios"]["ulla_nfe_over_olla"] == 0.5
     assert res["ratios"]["landing_over_unconstrained_wall"] > 0
+    for key in ("olla_quality_from_prior_seeds", "ulla_quality_from_forward_end_seeds"):
+        assert len(res["ratios"][key]) == 3 and np.isfinite(res["ratios"][key]).all()
+
+
+def test_forward_end_prior_lies_on_the_set_and_keeps_the_data_law_when_the_forward_is_short():
+    """The diagnostic start must be the forward chain's terminal law: on Σ, and for a short forward still the
+    data's law, which the analytic prior is not."""
+    from cdcore.bench import _forward_end_prior
+    from cdcore.methods.landing import dynamics_from, schedule_from
+
+    b = benchmarks.get("torus")
+    train, val, test = b.load(0, PATHS)
+    c = b.make_constraint()
+    short = schedule_from(b.od_schedule.model_copy(update={"T": 0.01, "N": 5}))
+    prior = _forward_end_prior(c, torch.as_tensor(val), short, dynamics_from(b.od_dynamics, "landing"))
+    x = prior(400, torch.Generator().manual_seed(0)).double()
+    assert float(c.violation(x).max()) < 1e-5
+    ref = np.concatenate([train, val])
+    analytic = c.sample_prior(400, generator=torch.Generator().manual_seed(1)).double().numpy()
+    resampled = val[np.random.default_rng(0).integers(len(val), size=400)]  # the prior resamples with replacement
+    floor = b.quality(resampled, test, ref)
+    assert b.quality(x.numpy(), test, ref) - floor < 0.3 * (b.quality(analytic, test, ref) - floor)
 
 
 def test_benchmark_selected_in_params_runs_through_the_stages(project):
@@ -83,7 +105,7 @@ def test_bench_rows_reach_mlflow_under_names_it_accepts():
     from flows import tracking
     from flows.bench import _log_rows
 
-    result = {"benchmark": "naming-check", "ratios": {"projection_over_landing_wall": 2.5},
+    result = {"benchmark": "naming-check", "ratios": {"projection_over_landing_wall": 2.5, "olla_seeds": [0.1, 0.2]},
               "rows": [{"sampler": "ambient+proj", "wall_s": 0.25, "device": "cpu"},
                        {"sampler": "OLLA", "wall_s": 0.5, "device": "cpu"}]}
     _log_rows(result, None)
@@ -93,6 +115,7 @@ def test_bench_rows_reach_mlflow_under_names_it_accepts():
     m = runs[0].data.metrics
     assert m[tracking.metric_key("ambient+proj.wall_s")] == 0.25 and m["OLLA.wall_s"] == 0.5
     assert m["ratio.projection_over_landing_wall"] == 2.5
+    assert "ratio.olla_seeds" not in m  # per-seed lists stay in landing.json; MLflow takes scalars
 
 
 def test_a_failing_benchmark_keeps_the_others_rows_and_is_named(tmp_path, monkeypatch):
