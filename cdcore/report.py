@@ -79,3 +79,55 @@ def scatter_pca(path: str | Path, data: np.ndarray, samples: Mapping[str, np.nda
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+_SAMPLER_COLOURS = {"OLLA": "C3", "ULLA": "C1", "OLLA-P": "C0", "ULLA-P": "C9", "ambient+proj": "C7", "reflected": "C2"}
+
+
+def landing_bench_overview(path: str | Path, rows: list[dict], ratios: Mapping[str, Mapping]) -> None:
+    """Quality and wall time of every sampler relative to OLLA, per benchmark, and what ULLA's prior costs.
+
+    Ratios to OLLA put JSD and MMD benchmarks on one axis; samplers that dropped trajectories carry their drop
+    rate above the bar, since a dropped sample is not counted in the quality.
+    """
+    names = list(dict.fromkeys(r["benchmark"] for r in rows))
+    samplers = [s for s in _SAMPLER_COLOURS if any(r["sampler"] == s for r in rows)]
+    by = {(r["benchmark"], r["sampler"]): r for r in rows}
+    fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 1.1 * len(names) + 2), 10.5), sharex=True)
+    width = 0.8 / max(len(samplers), 1)
+    x = np.arange(len(names))
+    for key, ax, label in (("quality", axes[0], "quality / OLLA's (JSD or MMD; lower is better)"),
+                           ("wall_s", axes[1], "wall time / OLLA's (log)")):
+        for j, s in enumerate(samplers):
+            vals, drops = [], []
+            for n in names:
+                r, ref = by.get((n, s)), by.get((n, "OLLA"))
+                ok = r is not None and ref is not None and ref[key] and np.isfinite(float(r[key]))
+                vals.append(float(r[key]) / float(ref[key]) if ok else np.nan)
+                drops.append(float(r["drop_rate"]) if r is not None else 0.0)
+            pos = x - 0.4 + (j + 0.5) * width
+            ax.bar(pos, vals, width, color=_SAMPLER_COLOURS[s], label=s)
+            if key == "quality":
+                for p, v, d in zip(pos, vals, drops):
+                    if d > 0 and np.isfinite(v):
+                        ax.text(p, v, f"{d:.1%}", ha="center", va="bottom", fontsize=6, rotation=90, color="C3")
+        if key == "quality":
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # room for the drop-rate labels
+        ax.axhline(1.0, color="k", lw=0.6)
+        ax.set_ylabel(label, fontsize=9)
+    axes[1].set_yscale("log")
+    axes[0].legend(ncol=len(samplers), fontsize=8, loc="upper left")
+    axes[0].set_title("every sampler on the same work (red figures: dropped trajectories)", fontsize=10)
+    ax = axes[2]
+    for j, (start, colour) in enumerate((("prior", "C1"), ("forward_end", "C5"))):
+        vals = [float(ratios.get(n, {}).get(f"ulla_minus_olla_from_{start}_mean", np.nan)) for n in names]
+        ax.bar(x - 0.2 + 0.4 * j, vals, 0.4, color=colour,
+               label=f"started from the {'analytic prior' if start == 'prior' else 'forward chain terminal law'}")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_ylabel("ULLA − OLLA quality\n(mean of 3 seeds)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -19,6 +19,7 @@ from cdcore import benchmarks
 from cdcore.bench import run_benchmark
 from cdcore.data.io import write_text_atomic
 from cdcore.methods.landing import resolve_device
+from cdcore.report import landing_bench_overview
 from flows import tracking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +74,8 @@ def finish(results: list[dict], scale: str, dev: torch.device, root: Path) -> di
     }
     out = root / "reports" / "bench" / "landing.json"
     write_text_atomic(out, json.dumps(report, indent=1, default=_json_default))
+    if report["rows"]:
+        landing_bench_overview(out.with_suffix(".png"), report["rows"], report["ratios"])
     return report
 
 

@@ -143,3 +143,4 @@ def test_a_failing_benchmark_keeps_the_others_rows_and_is_named(tmp_path, monkey
     assert {r["benchmark"] for r in saved["rows"]} == {"ball_gmm", "ball_gmm_again"}
     assert set(saved["ratios"]) == {"ball_gmm", "ball_gmm_again"}
     assert "FAILED broken" in format_report(report)
+    assert (tmp_path / "reports" / "bench" / "landing.png").stat().st_size > 10_000  # the overview plot, drawn
