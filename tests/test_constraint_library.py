@@ -508,6 +508,36 @@ def test_shipped_robot_data_is_feasible():
     assert float(RobotArm(flange=0.0).h(x)[:, :10].abs().max()) > 0.1
 
 
+def test_robot_jacobian_is_block_diagonal_by_waypoint_and_block_solves_equal_the_dense_ones():
+    """The robot declares one row block per waypoint; a row outside its block's columns would make every
+    per-block Gram solve silently wrong, so the full Jacobian (all obstacle rows active) is checked against
+    the declared blocks, and landing, tangent and Newton projection against the dense solve."""
+    from cdcore.constraints.base import RowBlocks
+
+    c, dense = RobotArm(), RobotArm()
+    dense.row_blocks = lambda: None
+    x = c.sample_prior(16, generator=torch.Generator().manual_seed(0)).to(F64)
+    x = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    _, J, _ = c.stacked(x, torch.ones(16, c.n_ineq, dtype=torch.bool))
+    blocks = c.row_blocks()
+    inside = torch.zeros(c.n_rows, c.dim, dtype=torch.bool)
+    for k, (rows, valid) in enumerate(zip(blocks.index, blocks.valid)):
+        inside[rows[valid > 0].unsqueeze(1), torch.arange(14 * k, 14 * k + 14)] = True
+    assert float(J[:, ~inside].abs().max()) == 0.0
+    assert float(J[:, inside].abs().max()) > 0.1
+    for active in (torch.zeros(16, c.n_ineq, dtype=torch.bool), c.g(x) > -0.05):
+        v = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+        gb, gd = c.geometry(x, active), dense.geometry(x, active)
+        assert torch.allclose(c.tangent(x, v, gb), dense.tangent(x, v, gd), atol=1e-9)
+        assert torch.allclose(c.normal_step(x, gb), dense.normal_step(x, gd), atol=1e-9)
+    y = 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    pb, pd = c.project(x, c.tangent(x, y), tol=1e-9), dense.project(x, dense.tangent(x, y), tol=1e-9)
+    assert bool(pb.converged.all()) and torch.equal(pb.converged, pd.converged)
+    assert torch.allclose(pb.x, pd.x, atol=1e-8)
+    with pytest.raises(ValueError, match="cover every constraint row"):
+        RowBlocks.from_rows([[0, 1], [3]], 4)
+
+
 def test_son_normal_step_matches_the_generic_gram_step():
     """The Lyapunov normal step equals −Jᵀ G⁻¹ c of the base class off the manifold."""
     from cdcore.constraints.base import Constraint

@@ -51,6 +51,69 @@ class Geometry:
 
 
 @dataclass(frozen=True)
+class BlockGeometry(Geometry):
+    """Geometry of a constraint whose Jacobian is block diagonal (see ``Constraint.row_blocks``).
+
+    ``chol`` holds one Cholesky factor per block, (B, K, r, r): K solves of size r instead of one of size m,
+    which for the robot arm (10 waypoints, 226 rows) is about a hundred times fewer flops.
+    """
+
+    blocks: "RowBlocks" = None  # type: ignore[assignment]
+
+    def solve(self, rhs: Tensor) -> Tensor:
+        rb = self.blocks.gather(rhs).unsqueeze(-1)
+        y = torch.linalg.solve_triangular(self.chol, rb, upper=False)
+        return self.blocks.scatter(torch.linalg.solve_triangular(self.chol.mT, y, upper=True).squeeze(-1))
+
+
+@dataclass(frozen=True)
+class RowBlocks:
+    """Rows of c grouped into K independent blocks; block k touches only columns [k·w, (k+1)·w).
+
+    ``index`` (K, r) lists each block's rows; short blocks are padded with their own first row and masked by
+    ``valid``, so no gather copies a padded J. ``inverse`` (m,) gives each row's position in the flattened
+    (K·r) layout, so scattering back is a gather too (deterministic, no index_put).
+    """
+
+    index: Tensor
+    valid: Tensor
+    inverse: Tensor
+
+    @staticmethod
+    def from_rows(rows: list[list[int]], n_rows: int) -> "RowBlocks":
+        r = max(len(b) for b in rows)
+        index = torch.zeros((len(rows), r), dtype=torch.long)
+        valid = torch.zeros((len(rows), r))
+        inverse = torch.full((n_rows,), -1, dtype=torch.long)
+        for k, b in enumerate(rows):
+            index[k] = b[0]
+            index[k, : len(b)] = torch.tensor(b, dtype=torch.long)
+            valid[k, : len(b)] = 1.0
+            inverse[torch.tensor(b, dtype=torch.long)] = k * r + torch.arange(len(b))
+        if bool((inverse < 0).any()):
+            raise ValueError("row blocks must cover every constraint row")
+        return RowBlocks(index=index, valid=valid, inverse=inverse)
+
+    def to(self, device) -> "RowBlocks":
+        return RowBlocks(self.index.to(device), self.valid.to(device), self.inverse.to(device))
+
+    def gather(self, v: Tensor) -> Tensor:
+        """(B, m) -> (B, K, r), zero on padding."""
+        return v[:, self.index] * self.valid.to(v.dtype)
+
+    def scatter(self, vb: Tensor) -> Tensor:
+        """(B, K, r) -> (B, m)."""
+        return vb.reshape(vb.shape[0], -1)[:, self.inverse]
+
+    def local(self, J: Tensor) -> Tensor:
+        """(B, m, d) -> (B, K, r, d/K): each block's rows restricted to its own columns, zero on padding."""
+        B, m, d = J.shape
+        K, r = self.index.shape
+        cols = torch.arange(K, device=J.device).unsqueeze(1).expand(K, r)
+        return J.view(B, m, K, d // K)[:, self.index, cols] * self.valid.to(J.dtype).unsqueeze(-1)
+
+
+@dataclass(frozen=True)
 class Projection:
     """Result of a Newton projection: per-sample success instead of a silent drop."""
 
@@ -144,8 +207,28 @@ class Constraint:
         L, _ = torch.linalg.cholesky_ex(A + self.delta * eye)
         return L
 
+    def row_blocks(self) -> Optional[RowBlocks]:
+        """Independent row blocks of the stacked Jacobian, or None (one dense block).
+
+        A constraint made of per-chunk conditions (the robot arm: every row reads one waypoint) declares them,
+        and every Gram solve (landing, tangent projection, Newton projection) runs per block.
+        """
+        return None
+
+    def _blocks_on(self, device) -> Optional[RowBlocks]:
+        cache = self.__dict__.setdefault("_row_blocks_cache", {})
+        key = str(device)
+        if key not in cache:
+            rb = self.row_blocks()
+            cache[key] = rb.to(device) if rb is not None else None
+        return cache[key]
+
     def geometry(self, x: Tensor, active: Optional[Tensor] = None) -> Geometry:
         c, J, active = self.stacked(x, active)
+        blocks = self._blocks_on(x.device)
+        if blocks is not None:
+            Jl = blocks.local(J)
+            return BlockGeometry(c=c, J=J, chol=self._chol(Jl @ Jl.mT), active=active, blocks=blocks)
         return Geometry(c=c, J=J, chol=self._chol(J @ J.transpose(1, 2)), active=active)
 
     # ----- geometry --------------------------------------------------------
@@ -219,8 +302,7 @@ class Constraint:
             c, Jz, _ = self.stacked(z, active)
             mask = torch.cat([torch.ones(B, self.n_eq, dtype=torch.bool, device=x.device), active], dim=1)
             Jx = Jx_full * mask.unsqueeze(-1).to(x.dtype)
-            A = Jz @ Jx.transpose(1, 2) + self.delta * torch.eye(self.n_rows, dtype=x.dtype, device=x.device)
-            step = torch.linalg.solve_ex(A, c.unsqueeze(-1))[0].squeeze(-1)
+            step = self._newton_solve(Jz, Jx, c)
             mu = torch.where(done.unsqueeze(1), mu, mu + step)
             iters = iters + (~done).long()
         else:
@@ -228,6 +310,16 @@ class Constraint:
             done = self._projection_done(z, mu, active, tol)
         ok = done & torch.isfinite(z).all(dim=1)
         return Projection(x=torch.where(ok.unsqueeze(1), z, base), converged=ok, iterations=iters)
+
+    def _newton_solve(self, Jz: Tensor, Jx: Tensor, c: Tensor) -> Tensor:
+        """(J(z) J(x)ᵀ + δI)⁻¹ c, per row block where the constraint declares them."""
+        blocks = self._blocks_on(c.device)
+        if blocks is None:
+            A = Jz @ Jx.transpose(1, 2) + self.delta * torch.eye(self.n_rows, dtype=c.dtype, device=c.device)
+            return torch.linalg.solve_ex(A, c.unsqueeze(-1))[0].squeeze(-1)
+        A = blocks.local(Jz) @ blocks.local(Jx).mT
+        A = A + self.delta * torch.eye(A.shape[-1], dtype=c.dtype, device=c.device)
+        return blocks.scatter(torch.linalg.solve_ex(A, blocks.gather(c).unsqueeze(-1))[0].squeeze(-1))
 
     def _projection_done(self, z: Tensor, mu: Tensor, active: Tensor, tol: float) -> Tensor:
         ok = torch.isfinite(z).all(dim=1)

@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from cdcore.constraints.base import Constraint
+from cdcore.constraints.base import Constraint, RowBlocks
 from cdcore.constraints.library import register
 
 PANDA_A = (0.0, 0.0, 0.0, 0.0825, -0.0825, 0.0, 0.088)
@@ -235,6 +235,19 @@ class RobotArm(Constraint):
         unit = diff / diff.norm(dim=-1, keepdim=True)
         rows = -torch.einsum("btlki,btliw->btlkw", unit, Jp[:, :, sel])  # (B, T, L, K, 14)
         return _block_diag(rows.reshape(B, T, len(sel) * K, 14))
+
+    def row_blocks(self) -> RowBlocks:
+        """Every row reads one waypoint (the start rows waypoint 0, the goal rows the last): one block of
+        up to 25 rows and 14 columns per waypoint instead of one 226-row Gram."""
+        T, per = self.T, len(self.links) * len(self.obstacles)
+        rows = []
+        for t in range(T):
+            b = [t] + [T + 7 * t + j for j in range(7)]
+            b += [8 * T + i for i in range(3)] if t == 0 else []
+            b += [8 * T + 3 + i for i in range(3)] if t == T - 1 else []
+            b += [self.n_eq + t * per + i for i in range(per)]
+            rows.append(b)
+        return RowBlocks.from_rows(rows, self.n_rows)
 
     def sample_prior(
         self,
