@@ -3,7 +3,9 @@
 Samplers (same network size, schedule, N, split and metrics):
 OLLA / ULLA (landing), OLLA-P / ULLA-P (Newton projection), ambient diffusion
 followed by one final projection (the cost reference), and for sets with
-inequalities the Metropolis / reflected step of Fishman et al. (2023).
+inequalities the Metropolis / reflected step of Fishman et al. (2023). Beside the rows, a prior diagnostic
+per benchmark: how far each forward chain ends from its sampler's prior, and OLLA / ULLA over three seeds started
+from the prior and from the forward's terminal law, which tells a prior mismatch from a poorly learned reverse.
 """
 
 from __future__ import annotations
