@@ -63,9 +63,10 @@ def _forward_end_prior(constraint, x_src: torch.Tensor, schedule, dyn) -> Callab
 
 
 def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.Tensor, test: np.ndarray,
-                       ref: np.ndarray, n: int, seed: int, device: torch.device) -> dict:
+                       ref: np.ndarray, n: int, seed: int, device: torch.device, row_quality: dict) -> dict:
     """Per dynamics: the forward's distance to its prior, and OLLA / ULLA quality over three sampling seeds from
-    the prior and from the forward's terminal law (same model, same metric as the rows)."""
+    the prior and from the forward's terminal law (same model, same metric as the rows). The first prior seed is
+    the row's own run (``row_quality``), not drawn again."""
     out: dict = {}
     q = lambda x: bench.quality(x.double().cpu().numpy(), test, ref)  # noqa: E731
     gen = torch.Generator(device=device).manual_seed(seed + 7)
@@ -77,8 +78,9 @@ def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.T
         fwd_prior = _forward_end_prior(constraint, x_va, schedule, dynamics_from(dyn_cfg, "landing"))
         out[f"{name}_forward_end_vs_prior"] = bench.quality(fwd_prior(n, gen).double().cpu().numpy(), prior_a, ref)
         for start, prior in (("prior", None), ("forward_end", fwd_prior)):
-            vals = [q(sample_landing(model, constraint, schedule, dyn_cfg, n, seed=seed + 1 + i, device=device,
-                                     prior=prior).x) for i in range(3)]
+            first = [row_quality[name]] if prior is None else []
+            vals = first + [q(sample_landing(model, constraint, schedule, dyn_cfg, n, seed=seed + 1 + i, device=device,
+                                             prior=prior).x) for i in range(len(first), 3)]
             out[f"{name}_quality_from_{start}_seeds"] = vals
     for start in ("prior", "forward_end"):
         diff = np.subtract(out[f"ulla_quality_from_{start}_seeds"], out[f"olla_quality_from_{start}_seeds"])
@@ -154,7 +156,8 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
             f"drop {row['drop_rate']:.3f}  {m.wall_s:.3f}s")
     by = {r["sampler"]: r for r in rows}
     t0 = time.perf_counter()
-    diag = _prior_diagnostics(bench, constraint, models, x_va, test, ref, sc.n_samples, seed, device)
+    diag = _prior_diagnostics(bench, constraint, models, x_va, test, ref, sc.n_samples, seed, device,
+                              {"olla": by["OLLA"]["quality"], "ulla": by["ULLA"]["quality"]})
     log(f"  {bench.name}: forward end vs prior OD {diag['olla_forward_end_vs_prior']:.3f} "
         f"UD {diag['ulla_forward_end_vs_prior']:.3f} (prior vs prior {diag['prior_vs_prior']:.3f}); "
         f"ULLA - OLLA over 3 seeds: from the prior {diag['ulla_minus_olla_from_prior_mean']:+.3f}, "
