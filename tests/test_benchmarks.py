@@ -41,6 +41,35 @@ def test_so10_mixture_has_three_modes_on_so10():
     assert tr.std() > 0.5  # three separated centres give spread traces
 
 
+def test_reflection_folds_into_the_box_and_keeps_inside_points():
+    x = np.array([[0.3, -0.5], [1.2, -1.5], [3.5, -4.2]])
+    y = benchmarks.reflect_into_box(x)
+    assert np.allclose(y, [[0.3, -0.5], [0.8, -0.5], [-0.5, -0.2]])  # 3.5: walls at 1 then −1; −4.2: at −1 then 1
+
+
+@pytest.mark.parametrize("landing, bounded", [("explicit", True), ("implicit", False)])
+def test_underdamped_convex_paths_give_a_kinetic_loss_the_gaussian_kernel_can_fit(landing, bounded):
+    """The convex benchmarks' underdamped chains land explicitly: an implicit step jumps an active inequality to
+    g = −ε at once, which the velocity reconstruction reads as a speed ε/(σ²Δt), and the kinetic path loss of the
+    data paths (zero score) explodes far above its ½ N d floor."""
+    from cdcore.dynamics import forward_paths
+    from cdcore.methods.landing import dynamics_from, schedule_from, underdamped_step_loss
+
+    b = benchmarks.get("box_gmm")
+    assert b.ud_dynamics.landing == "explicit"
+    train, _, _ = b.load(0, PATHS)
+    c, sched = b.make_constraint(), schedule_from(b.ud_schedule)
+    dyn = dynamics_from(b.ud_dynamics.model_copy(update={"landing": landing}))
+    paths = forward_paths(c, torch.as_tensor(train[:256], dtype=torch.float64), sched, dyn,
+                          generator=torch.Generator().manual_seed(0)).paths
+    B, N = paths.shape[0], sched.N
+    zero = lambda x, v, k: torch.zeros_like(x)  # noqa: E731
+    terms = underdamped_step_loss(zero, c, sched, dyn.gamma, paths, torch.arange(B).repeat_interleave(N),
+                                  torch.arange(N).repeat(B))
+    per_path, floor = float(terms.sum()) / B, 0.5 * N * c.dim
+    assert (per_path < 2 * floor) == bounded, per_path
+
+
 @pytest.mark.parametrize("name", ["torus", "ball_gmm"])
 def test_harness_runs_every_sampler_with_ratios(name):
     b = replace(benchmarks.get(name), scales={"tiny": TINY})
