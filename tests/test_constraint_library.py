@@ -619,7 +619,8 @@ def test_so10_benchmarks_and_their_pipeline_data_use_the_closed_form_geometry(tm
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["finetune"] = {}
     raw["datasets"] = {"rot": {"kind": "benchmark", "benchmark": "so10_3w"},
-                       "ball": {"kind": "benchmark", "benchmark": "ball_gmm"}}
+                       "ball": {"kind": "benchmark", "benchmark": "ball_gmm"},
+                       "poly": {"kind": "benchmark", "benchmark": "polytope_gmm"}}
     p = parse_params(raw)
     from cdcore.data import io
 
@@ -628,3 +629,7 @@ def test_so10_benchmarks_and_their_pipeline_data_use_the_closed_form_geometry(tm
     assert stages.constraint_of(attrs).tangent_mode == "manifold"
     _, attrs = io.read_dataset(stages.run_data(p, "ball", tmp_path))
     assert stages.constraint_of(attrs).dim == 2 == attrs["dim"]
+    assert stages.constraint_of(attrs).eps == 0.02  # the wall shift the benchmark chose, not the class default
+    _, attrs = io.read_dataset(stages.run_data(p, "poly", tmp_path))
+    poly, ref = stages.constraint_of(attrs), benchmarks.get("polytope_gmm").make_constraint()
+    assert torch.equal(poly.A, ref.A) and torch.equal(poly.b, ref.b) and poly.eps == ref.eps
