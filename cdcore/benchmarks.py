@@ -187,12 +187,8 @@ def box_gmm(n_points: int, dim: int, seed: int) -> np.ndarray:
     return reflect_into_box(x)
 
 
-def load_box_gmm(seed: int, paths: Paths) -> Arrays:
-    return split(box_gmm(4000, 2, seed=1234), seed)
-
-
-def load_box6_gmm(seed: int, paths: Paths) -> Arrays:
-    return split(box_gmm(4000, 6, seed=1234), seed)
+def _box_gmm_loader(dim: int) -> Callable[[int, Paths], Arrays]:
+    return lambda seed, paths: split(box_gmm(4000, dim, seed=1234), seed)
 
 
 _POLYTOPE_KW = {"dim": 2, "n_faces": 4, "seed": 0}
@@ -320,8 +316,8 @@ for _name, _cons, _kw, _load, (_od_sig, _ud_sig, _ud_alpha, _ud_gamma) in (
         ("ball_gmm", "ball", {"dim": 2, "eps": 0.02}, load_ball_gmm, ((0.01, 1.0), (0.1, 1.5), 40.0, 5.0)),
         ("simplex_dirichlet", "simplex", {"dim": 3}, load_simplex_dirichlet, ((0.01, 1.0), (0.1, 1.5), 40.0, 5.0)),
         ("simplex7_dirichlet", "simplex", {"dim": 7}, load_simplex7_dirichlet, ((0.01, 0.5), (0.05, 0.8), 40.0, 5.0)),
-        ("box_gmm", "box", {"dim": 2, "eps": 0.02}, load_box_gmm, ((0.01, 1.0), (0.1, 1.5), 40.0, 5.0)),
-        ("box6_gmm", "box", {"dim": 6, "eps": 0.02}, load_box6_gmm, ((0.01, 2.0), (0.1, 2.0), 20.0, 2.0)),
+        ("box_gmm", "box", {"dim": 2, "eps": 0.02}, _box_gmm_loader(2), ((0.01, 1.0), (0.1, 1.5), 40.0, 5.0)),
+        ("box6_gmm", "box", {"dim": 6, "eps": 0.02}, _box_gmm_loader(6), ((0.01, 2.0), (0.1, 2.0), 20.0, 2.0)),
         ("polytope_gmm", "polytope", {**_POLYTOPE_KW, "eps": 0.02}, load_polytope_gmm,
          ((0.01, 1.0), (0.1, 1.5), 40.0, 5.0))):
     _add(Benchmark(

@@ -203,6 +203,12 @@ def forward_paths(
     offset); trajectories whose projection fails are flagged in ``dropped``.
     """
     implicit = check_landing_stability(schedule, cfg)
+    if cfg.kind == "underdamped" and cfg.handling == "landing" and constraint.n_ineq and any(implicit):
+        warnings.warn(
+            "underdamped landing with implicit steps on a constraint with inequalities: an implicit step jumps an "
+            "active row to g = -eps at once, and the velocity reconstruction reads the jump as a speed eps/(sigma^2 dt) "
+            "that dominates the kinetic path loss; use landing: explicit (with alpha*sigma^2*dt < 2)",
+            RuntimeWarning, stacklevel=2)
     sig, dt = schedule.sigmas(), schedule.dt
     x = x0
     dropped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
