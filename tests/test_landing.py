@@ -217,6 +217,26 @@ def test_sampler_with_terminal_landing_drops_nothing_where_projection_alone_drop
     assert drops[0] > 0 and drops[5] == 0, drops
 
 
+def test_terminal_polish_and_projection_run_in_float64_and_return_the_sampling_dtype(monkeypatch):
+    """A float32 residual near a coordinate of 17 Å rounds at the 1e-5 tolerance itself (dipeptide data sit that
+    far out), which dropped samples that were on the set: the terminal algebra must not inherit float32."""
+    from cdcore.constraints import make
+
+    c = make("dipeptide")
+    seen = []
+    project, polish = c.project, c.polish
+    monkeypatch.setattr(c, "project", lambda x, *a, **k: (seen.append(("project", x.dtype)), project(x, *a, **k))[1])
+    monkeypatch.setattr(c, "polish", lambda x: (seen.append(("polish", x.dtype)), polish(x))[1])
+    x0 = (c.sample_prior(32, generator=torch.Generator().manual_seed(1)).double() + 17.0).float()
+    zero = lambda x, v, k: torch.zeros_like(x)  # noqa: E731
+    cfg = DynamicsConfig(kind="overdamped", landing="implicit", alpha=75.0)
+    res = sample(zero, c, NoiseSchedule("constant", 1.0, 1.0, 0.1, 4), cfg, 32,
+                 generator=torch.Generator().manual_seed(2), x_init=x0)
+    assert res.x.dtype == torch.float32 and not res.dropped.any()
+    assert ("project", torch.float64) in seen and all(d == torch.float64 for _, d in seen), seen
+    assert float(c.violation(res.x.double()).max()) < 2e-5  # float32 storage at 17 Å rounds at ~1e-5
+
+
 def test_underdamped_velocity_gain_starts_at_zero_and_old_weights_load_unchanged():
     """The per-step velocity gain is zero-initialised and weights saved before it existed load as the plain MLP."""
     sched = NoiseSchedule("linear", 0.1, 2.0, 2.0, 10)
