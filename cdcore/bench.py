@@ -19,7 +19,7 @@ import torch
 
 from cdcore.benchmarks import Benchmark, BenchmarkDataMissing, Paths
 from cdcore.dynamics import forward_paths
-from cdcore.methods.landing import dynamics_from, sample_landing, schedule_from, train_landing
+from cdcore.methods.landing import dynamics_from, forward_end_prior, sample_landing, schedule_from, train_landing
 from cdcore.metrics import mmd_rbf, sliced_wasserstein
 from cdcore.profiling import measure
 
@@ -47,26 +47,12 @@ def _gaussian_prior(x_end: torch.Tensor) -> Callable[[int, torch.Generator], tor
     return prior
 
 
-def _forward_end_prior(constraint, x_src: torch.Tensor, schedule, dyn) -> Callable[[int, torch.Generator], torch.Tensor]:
-    """The forward chain's own terminal law, simulated from held-out data, as a sampler's start.
-
-    Sampling from it instead of the analytic prior isolates what the prior mismatch costs (the forward need not
-    reach its prior: landing.md open question 3) from what the reverse kernel learned. A diagnostic, not a sampler:
-    it needs data at sampling time.
-    """
-
-    def prior(n: int, gen: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(len(x_src), (n,), generator=gen, device=x_src.device)
-        return forward_paths(constraint, x_src[idx], schedule, dyn, generator=gen, keep_paths=False).x.float()
-
-    return prior
-
-
 def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.Tensor, test: np.ndarray,
                        ref: np.ndarray, n: int, seed: int, device: torch.device, row_quality: dict) -> dict:
-    """Per dynamics: the forward's distance to its prior, and OLLA / ULLA quality over three sampling seeds from
-    the prior and from the forward's terminal law (same model, same metric as the rows). The first prior seed is
-    the row's own run (``row_quality``), not drawn again."""
+    """Per dynamics: the forward's distance to the analytic prior, and OLLA / ULLA quality over three sampling
+    seeds from that prior and from the forward's terminal law simulated from held-out data (same model, same
+    metric as the rows), which tells a prior mismatch from a poorly learned reverse. Where the rows start from the
+    analytic prior, the first such seed is the row's own run (``row_quality``), not drawn again."""
     out: dict = {}
     q = lambda x: bench.quality(x.double().cpu().numpy(), test, ref)  # noqa: E731
     gen = torch.Generator(device=device).manual_seed(seed + 7)
@@ -75,10 +61,10 @@ def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.T
     out["prior_vs_prior"] = bench.quality(prior_a, prior_b, ref)
     for name, key in (("olla", "od"), ("ulla", "ud")):
         model, schedule, dyn_cfg = models[key]
-        fwd_prior = _forward_end_prior(constraint, x_va, schedule, dynamics_from(dyn_cfg, "landing"))
+        fwd_prior = forward_end_prior(constraint, x_va, schedule, dyn_cfg, pool=n, seed=seed + 11)
         out[f"{name}_forward_end_vs_prior"] = bench.quality(fwd_prior(n, gen).double().cpu().numpy(), prior_a, ref)
         for start, prior in (("prior", None), ("forward_end", fwd_prior)):
-            first = [row_quality[name]] if prior is None else []
+            first = [row_quality[name]] if prior is None and bench.prior == "analytic" else []
             vals = first + [q(sample_landing(model, constraint, schedule, dyn_cfg, n, seed=seed + 1 + i, device=device,
                                              prior=prior).x) for i in range(len(first), 3)]
             out[f"{name}_quality_from_{start}_seeds"] = vals
@@ -118,12 +104,24 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
     fwd = forward_paths(constraint, x_tr, amb_sched, dynamics_from(amb_dyn, "none"),
                         generator=torch.Generator(device=device).manual_seed(seed), keep_paths=False)
     amb_prior = _gaussian_prior(fwd.x)
+    starts: dict = {}
+
+    def prior_of(key: str, handling: str):
+        """The sampler's start: the benchmark's prior; every constrained sampler of one model starts alike."""
+        if bench.prior == "analytic":
+            return amb_prior if handling == "none" else None
+        chain = "none" if handling == "none" else "landing"
+        if (key, chain) not in starts:
+            _, schedule, dyn_cfg = models[key]
+            starts[key, chain] = forward_end_prior(constraint, x_tr, schedule, dyn_cfg, handling=chain,
+                                                   pool=sc.n_samples, seed=seed + 3)
+        return starts[key, chain]
 
     rows = []
     ref = np.concatenate([train, val])
     for name, key, handling in _sampler_specs(bench, constraint.n_ineq > 0):
         model, schedule, dyn_cfg = models[key]
-        prior = amb_prior if handling == "none" else None
+        prior = prior_of(key, handling)
         kw = dict(handling=handling, seed=seed + 1, device=device, prior=prior)
         sample_landing(model, constraint, schedule, dyn_cfg, 8, **kw)  # warm-up: allocator, kernels
         with measure(device) as m:
@@ -138,7 +136,7 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
         quality = bench.quality(k_np, test, ref) if len(k_np) > 1 else float("nan")
         row = {
             "benchmark": bench.name, "sampler": name, "dynamics": dyn_cfg.kind, "handling": handling,
-            "device": str(device), "n_samples": sc.n_samples,
+            "device": str(device), "n_samples": sc.n_samples, "prior": bench.prior,
             "jsd": quality if bench.metric_name == "jsd" else float("nan"),
             "mmd": mmd_rbf(k_np, test) if len(k_np) > 1 else float("nan"),
             "sliced_w": sliced_wasserstein(k_np, test) if len(k_np) > 1 else float("nan"),

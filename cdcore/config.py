@@ -77,6 +77,10 @@ class BenchmarkDataset(Strict):
     train_steps: int | None = Field(None, ge=1, le=10_000_000, description="overrides train.steps for this data set")
     schedule: Optional["ScheduleCfg"] = None
     dynamics: Optional["DynamicsCfg"] = None
+    prior: Optional[Literal["analytic", "forward"]] = Field(
+        None, description="where sampling starts: the constraint's closed-form prior, or the forward chain's end "
+        "simulated from the training split (the release's start where its forward does not mix); default: the "
+        "benchmark's own")
 
     @field_validator("benchmark")
     @classmethod
@@ -460,6 +464,17 @@ class Params(Strict):
 
             return BENCHMARKS[ds.benchmark].od_dynamics
         return self.dynamics
+
+    def prior_for(self, name: str) -> str:
+        """Where this data set's backward sampler starts ("analytic" or "forward"); only benchmarks choose."""
+        ds = self.dataset(name)
+        if not isinstance(ds, BenchmarkDataset):
+            return "analytic"
+        if ds.prior is not None:
+            return ds.prior
+        from cdcore.benchmarks import BENCHMARKS
+
+        return BENCHMARKS[ds.benchmark].prior
 
     def train_for(self, name: str) -> TrainCfg:
         """train settings with this data set's step override applied."""

@@ -32,6 +32,7 @@ from cdcore.data.synthetic import vmf_mixture
 from cdcore.methods.landing import (
     build_model,
     resolve_device,
+    forward_end_prior,
     sample_landing,
     schedule_from,
     train_landing,
@@ -150,8 +151,11 @@ def fp_mirror(params: Params, name: str, root: Path) -> str:
 def fp_sample(params: Params, name: str, root: Path) -> str:
     if (impl := method_stages(params, name)) is not None:
         return impl.fp_sample(params, name, root)
-    return _hash(["sample", io.sha256_file(Layout(root).model(name)), _dump(params.sample),
-                  _dump(params.dynamics_for(name)), params.seed])
+    lay = Layout(root)
+    prior = params.prior_for(name)
+    data = io.sha256_file(lay.data(name)) if prior == "forward" else None
+    return _hash(["sample", io.sha256_file(lay.model(name)), _dump(params.sample),
+                  _dump(params.dynamics_for(name)), params.seed] + ([prior, data] if prior != "analytic" else []))
 
 
 def _stored_fingerprint(path: Path) -> Optional[str]:
@@ -328,13 +332,19 @@ def run_sample(params: Params, name: str, root: Path, parent_run_id: Optional[st
     device = resolve_device(params.sample.device)
     model, schedule, dyn_cfg, meta = load_model(lay.model(name), device)
     constraint = constraint_of(meta)
+    prior = None
+    if params.prior_for(name) == "forward":
+        train = _tensors(lay.data(name), device)[0]["train"]
+        prior = forward_end_prior(constraint, train, schedule, dyn_cfg, pool=params.sample.n_samples,
+                                  seed=params.seed + 3)
     groups: dict[str, dict[str, Any]] = {}
     with tracking.stage_run("sample", name, parent_run_id) as run:
         for sampler in params.sample.samplers:
             handling = "landing" if sampler == "landing" else "projection"
             with measure(device) as m:
                 res = sample_landing(model, constraint, schedule, dyn_cfg, params.sample.n_samples, handling=handling,
-                                     seed=params.seed + 1, device=device, batch_size=params.sample.batch_size)
+                                     seed=params.seed + 1, device=device, batch_size=params.sample.batch_size,
+                                     prior=prior)
             x = res.x.float().cpu().numpy()
             groups[sampler] = {"x": x, "dropped": res.dropped.cpu().numpy(), "nfe": res.nfe,
                                "newton_iters_mean": float(res.newton_iters.float().mean()), "wall_s": m.wall_s,
@@ -346,7 +356,8 @@ def run_sample(params: Params, name: str, root: Path, parent_run_id: Optional[st
         io.write_samples(out, groups, {"fingerprint": fp, "dataset": name, "constraint": meta["constraint"],
                                        "device": str(device)})
         if run:
-            tracking.log_params({"dataset": name, "device": str(device), **tracking.flatten({"sample": _dump(params.sample)})})
+            tracking.log_params({"dataset": name, "device": str(device), "prior": params.prior_for(name),
+                                 **tracking.flatten({"sample": _dump(params.sample)})})
     return out
 
 

@@ -92,23 +92,39 @@ def test_harness_runs_every_sampler_with_ratios(name):
 
 
 def test_forward_end_prior_lies_on_the_set_and_keeps_the_data_law_when_the_forward_is_short():
-    """The diagnostic start must be the forward chain's terminal law: on Σ, and for a short forward still the
-    data's law, which the analytic prior is not."""
-    from cdcore.bench import _forward_end_prior
-    from cdcore.methods.landing import dynamics_from, schedule_from
+    """The forward-end start must be the forward chain's terminal law: on Σ, and for a short forward still the
+    data's law, which the analytic prior is not; one pool serves every call, drawn without replacement."""
+    from cdcore.methods.landing import forward_end_prior, schedule_from
 
     b = benchmarks.get("torus")
     train, val, test = b.load(0, PATHS)
     c = b.make_constraint()
     short = schedule_from(b.od_schedule.model_copy(update={"T": 0.01, "N": 5}))
-    prior = _forward_end_prior(c, torch.as_tensor(val), short, dynamics_from(b.od_dynamics, "landing"))
+    prior = forward_end_prior(c, torch.as_tensor(val), short, b.od_dynamics, pool=400)
     x = prior(400, torch.Generator().manual_seed(0)).double()
+    assert len(torch.unique(x, dim=0)) == len(torch.unique(prior(400, torch.Generator().manual_seed(5)), dim=0))
     assert float(c.violation(x).max()) < 1e-5
     ref = np.concatenate([train, val])
     analytic = c.sample_prior(400, generator=torch.Generator().manual_seed(1)).double().numpy()
     resampled = val[np.random.default_rng(0).integers(len(val), size=400)]  # the prior resamples with replacement
     floor = b.quality(resampled, test, ref)
     assert b.quality(x.numpy(), test, ref) - floor < 0.3 * (b.quality(analytic, test, ref) - floor)
+
+
+def test_harness_starts_a_forward_prior_benchmark_from_the_forward_end():
+    """A benchmark whose forward is short (the dipeptide/robot case) must start its samplers from the forward's end
+    simulated from the data: with a near-untrained network the samples then keep the data's law; from the analytic
+    prior they would stay near the prior. The diagnostic still measures the analytic start on its own."""
+    b = benchmarks.get("torus")
+    short = b.od_schedule.model_copy(update={"T": 0.01, "N": 10})
+    b = replace(b, scales={"tiny": replace(TINY, n_samples=400)}, prior="forward", od_schedule=short,
+                ud_schedule=b.ud_schedule.model_copy(update={"T": 0.01, "N": 5}))
+    res = run_benchmark(b, "tiny", torch.device("cpu"), PATHS, log=lambda s: None)
+    by = {r["sampler"]: r for r in res["rows"]}
+    assert {r["prior"] for r in res["rows"]} == {"forward"}
+    analytic = res["ratios"]["olla_quality_from_prior_seeds"]
+    for s in ("OLLA", "OLLA-P", "ULLA", "ambient+proj"):
+        assert by[s]["quality"] < min(analytic) - 0.05, (s, by[s]["quality"], analytic)
 
 
 def test_benchmark_selected_in_params_runs_through_the_stages(project):
@@ -124,6 +140,60 @@ def test_benchmark_selected_in_params_runs_through_the_stages(project):
     landing = next(r for r in rows if r["sampler"] == "landing")
     assert landing["metric"] == "jsd:torus" and landing["violation_max"] < 1e-5 and landing["drop_rate"] == 0
     assert (project / "reports" / "datasets" / "torus_map.png").exists()
+
+
+def test_forward_end_prior_leaves_out_paths_whose_terminal_projection_failed(monkeypatch):
+    """A start off Σ would make the sampler drop that trajectory: failed forward paths never enter the pool, and a
+    pool mostly failed is an error that names the settings."""
+    from cdcore.dynamics import PathResult
+    from cdcore.methods import landing
+    from cdcore.config import DynamicsCfg
+
+    def fake(constraint, x0, schedule, dyn, generator=None, keep_paths=True):
+        bad = torch.arange(len(x0)) % fail_every == 0
+        return PathResult(x=torch.where(bad.unsqueeze(1), x0 + 100.0, x0), dropped=bad, newton_iters=torch.zeros(len(x0)))
+
+    monkeypatch.setattr(landing, "forward_paths", fake)
+    x = torch.randn(50, 3)
+    sched = landing.schedule_from(benchmarks.get("earth").od_schedule)
+    fail_every = 4
+    prior = landing.forward_end_prior(None, x, sched, DynamicsCfg(), pool=200)
+    assert prior(150, torch.Generator().manual_seed(0)).abs().max() < 50  # only the survivors' points
+    fail_every = 1
+    with pytest.raises(landing.DivergenceError, match="forward paths"):
+        landing.forward_end_prior(None, x, sched, DynamicsCfg(), pool=200)
+
+
+def test_forward_prior_reaches_the_pipeline_sampler(project):
+    """`prior: forward` in params.yaml starts the sample stage from the forward's end of the training split (the
+    dipeptide and robot benchmarks' default): with a short forward the samples keep the data's law, far below
+    the analytic prior's score, and changing the choice re-runs the stage."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    short = {"kind": "linear", "sigma_min": 0.05, "sigma_max": 1.0, "T": 0.01, "N": 10}
+    params["datasets"] = {"torus": {"kind": "benchmark", "benchmark": "torus", "train_steps": 30, "prior": "forward",
+                                    "schedule": short}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    p = load_params(project / "params.yaml")
+    assert p.prior_for("torus") == "forward"
+    for stage in (stages.run_data, stages.run_train, stages.run_sample):
+        stage(p, "torus", project)
+    rows = {r["sampler"]: r for r in stages.run_evaluate(p, "torus", project)}
+    for r in rows.values():
+        assert r["score"] < r["score_reference"] - 0.05 and r["violation_max"] < 1e-5, r
+    params["datasets"]["torus"]["prior"] = "analytic"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    analytic = load_params(project / "params.yaml")
+    assert stages.fp_sample(analytic, "torus", project) != stages.fp_sample(p, "torus", project)
+
+
+def test_benchmark_prior_defaults_and_rejects_unknown_values():
+    base = {"kind": "benchmark"}
+    from cdcore.config import BenchmarkDataset
+
+    assert benchmarks.get("dipeptide").prior == "forward" and benchmarks.get("robot_arm").prior == "forward"
+    assert benchmarks.get("earth").prior == "analytic"
+    with pytest.raises(ValueError, match="prior"):
+        BenchmarkDataset(**base, benchmark="dipeptide", prior="data")
 
 
 def test_bench_rows_reach_mlflow_under_names_it_accepts():

@@ -246,9 +246,44 @@ def train_landing(
 
 
 # ----- sampling -------------------------------------------------------------
+PriorFn = Callable[[int, torch.Generator], Tensor]
+
+
+def forward_end_prior(constraint: Constraint, x_data: Tensor, schedule: NoiseSchedule, dyn_cfg: DynamicsCfg,
+                      handling: str = "landing", pool: int = 4096, seed: int = 0) -> PriorFn:
+    """The forward chain's terminal law, simulated from data, as the backward sampler's start.
+
+    Where the forward does not reach any closed-form law in its horizon (the release's dipeptide and robot
+    configs: T 0.1–0.2, a perturbation of the data rather than a mixing chain), the release starts its backward
+    sampler here ("generate" prior mode). The pool is simulated once; each call draws without replacement while
+    the pool lasts, so every sampler of one run starts from the same points and its timing excludes the forward.
+    Paths whose terminal projection failed are left out of the pool.
+    """
+    gen = torch.Generator(device=x_data.device).manual_seed(seed)
+    idx = torch.randint(len(x_data), (pool,), generator=gen, device=x_data.device)
+    fwd = forward_paths(constraint, x_data[idx].double(), schedule, dynamics_from(dyn_cfg, handling),
+                        generator=gen, keep_paths=False)
+    # a forward path whose terminal projection failed ends off Σ: a sampler started there would be dropped
+    ok = ~fwd.dropped & torch.isfinite(fwd.x).all(dim=1)
+    ends = fwd.x[ok].float()
+    if len(ends) < max(1, pool // 2):
+        raise DivergenceError(f"forward_end_prior: only {len(ends)} of {pool} forward paths from the data ended on "
+                              f"the set; check the schedule and landing settings ({dyn_cfg.landing}, alpha "
+                              f"{dyn_cfg.alpha:g})")
+
+    def prior(n: int, g: torch.Generator) -> Tensor:
+        if n <= len(ends):
+            pick = torch.randperm(len(ends), generator=g, device=g.device)[:n]
+        else:
+            pick = torch.randint(len(ends), (n,), generator=g, device=g.device)
+        return ends[pick.to(ends.device)]
+
+    return prior
+
+
 def sample_landing(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn_cfg: DynamicsCfg,
                    n: int, handling: str = "landing", seed: int = 0, device: torch.device | str = "cpu",
-                   batch_size: int = 100_000, prior: Optional[Callable[[int, torch.Generator], Tensor]] = None,
+                   batch_size: int = 100_000, prior: Optional[PriorFn] = None,
                    terminal_projection: bool = True) -> PathResult:
     """Draw n samples in batches; ``handling`` switches landing (OLLA/ULLA) and projection (-P)."""
     device = torch.device(device)
