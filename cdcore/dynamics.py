@@ -183,9 +183,26 @@ def _tangent(constraint: Constraint, cfg: DynamicsConfig, x: Tensor, v: Tensor) 
     return constraint.tangent(x, v)
 
 
+def step_active(constraint: Constraint, x_a: Tensor, x_b: Tensor) -> Optional[Tensor]:
+    """Inequality rows active at either end of a step, (B, l); None without inequalities.
+
+    A landing or projection step that moves a violated row to g = −ε leaves it inactive at the new point, so
+    P(x_new) alone keeps that jump in a velocity read off the two positions: a speed ε/(σ²Δt), 500 at σ_min on
+    the box, which dominated the kinetic path loss. Removing the rows that acted during the step takes it out.
+    """
+    if constraint.n_ineq == 0:
+        return None
+    return constraint.active_set(x_a) | constraint.active_set(x_b)
+
+
 def _velocity(constraint: Constraint, cfg: DynamicsConfig, x_new: Tensor, x_old: Tensor, scale: float) -> Tensor:
-    """Velocity reconstructed from positions, v = P(x_new)(x_new − x_old)/scale (landing.md §1.6)."""
-    return _tangent(constraint, cfg, x_new, (x_new - x_old) / scale)
+    """Velocity reconstructed from positions, v = P(x_new)(x_new − x_old)/scale (landing.md §1.6), with P
+    removing the rows active at either end (``step_active``) where landing or projection moved them."""
+    v = (x_new - x_old) / scale
+    active = step_active(constraint, x_old, x_new) if cfg.handling in ("landing", "projection") else None
+    if active is None:
+        return _tangent(constraint, cfg, x_new, v)
+    return constraint.tangent(x_new, v, constraint.geometry(x_new, active))
 
 
 @torch.no_grad()
@@ -205,10 +222,10 @@ def forward_paths(
     implicit = check_landing_stability(schedule, cfg)
     if cfg.kind == "underdamped" and cfg.handling == "landing" and constraint.n_ineq and any(implicit):
         warnings.warn(
-            "underdamped landing with implicit steps on a constraint with inequalities: an implicit step jumps an "
-            "active row to g = -eps at once, and the velocity reconstruction reads the jump as a speed eps/(sigma^2 dt) "
-            "that dominates the kinetic path loss; use landing: explicit (with alpha*sigma^2*dt < 2)",
-            RuntimeWarning, stacklevel=2)
+            "underdamped landing with implicit steps on a constraint with inequalities: a step that crosses a wall "
+            "from inside is landed at g = -eps by a row active at neither end of the step, and the velocity "
+            "reconstruction reads that jump as a speed eps/(sigma^2 dt) (box: 1132 per path against a floor of 50); "
+            "use landing: explicit (with alpha*sigma^2*dt < 2)", RuntimeWarning, stacklevel=2)
     sig, dt = schedule.sigmas(), schedule.dt
     x = x0
     dropped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -285,12 +302,13 @@ def sample(
             newton += it
         if cfg.kind == "underdamped":
             # forward-time velocity at the new point, as the loss conditions on it
-            v = _tangent(constraint, cfg, x_new, (x - x_new) / (sig[k] ** 2 * dt))
+            v = _velocity(constraint, cfg, x_new, x, -(sig[k] ** 2 * dt))
         x = x_new
-    # The terminal polish and projection run in float64 whatever the sampling dtype: a float32 residual near a
-    # coordinate of 17 Å (dipeptide data sit that far from the origin) rounds at ~1e-5, the tolerance itself, and
-    # samples that were on the set were dropped (0.2–1.2 % of dipeptide samples started from the data's forward end).
-    out_dtype, x = x.dtype, x.double()
+    # The terminal polish and projection run in float64 whatever the sampling dtype, and the samples come back in
+    # float64: near a coordinate of 17 Å (dipeptide data sit that far from the origin) float32 rounds the residual
+    # at ~1e-5, the tolerance itself, which dropped 0.2–1.2 % of samples that were on the set, and storing a
+    # projected sample in float32 alone puts it 1.1e-5 off.
+    x = x.double()
     if cfg.handling == "landing" and cfg.terminal_landing_steps:
         x, polish = land_to_tolerance(constraint, x, cfg.terminal_landing_steps, cfg.newton_tol)
         newton += polish
@@ -299,4 +317,4 @@ def sample(
         x = proj.x
         dropped |= ~proj.converged
         newton += proj.iterations
-    return PathResult(x=x.to(out_dtype), dropped=dropped, nfe=schedule.N, newton_iters=newton)
+    return PathResult(x=x, dropped=dropped, nfe=schedule.N, newton_iters=newton)

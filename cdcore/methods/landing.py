@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
 from cdcore.constraints import Constraint
-from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, forward_paths, sample
+from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, forward_paths, sample, step_active
 from cdcore.nets import ScoreModel
 from cdcore.profiling import resolve_device  # noqa: F401  (re-exported: stages and benches import it from here)
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
@@ -60,12 +60,13 @@ def build_model(dim: int, schedule: NoiseSchedule, dyn: DynamicsCfg, model: Mode
 Projector = Callable[[Tensor], Tensor]
 
 
-def _projector(constraint: Constraint, x: Tensor, ambient: bool) -> Projector:
-    """P(x)· with the geometry computed once (no gradient through it); identity for ambient diffusion."""
+def _projector(constraint: Constraint, x: Tensor, ambient: bool, active: Optional[Tensor] = None) -> Projector:
+    """P(x)· with the geometry computed once (no gradient through it); identity for ambient diffusion.
+    ``active`` overrides the inequality rows removed (see ``dynamics.step_active``)."""
     if ambient:
         return lambda v: v
     with torch.no_grad():
-        geo = constraint.geometry(x)
+        geo = constraint.geometry(x, active)
     return lambda v: constraint.tangent(x, v, geo)
 
 
@@ -92,11 +93,16 @@ def underdamped_step_loss(model: ScoreModel, constraint: Constraint, schedule: N
     x_k, x_k1 = paths[idx, k], paths[idx, k + 1]
     x_k2 = paths[idx, torch.clamp(k + 2, max=N)]
     h_next = (sigmas[torch.clamp(k + 1, max=N - 1)] ** 2 * dt).unsqueeze(1)
-    P = _projector(constraint, x_k1, ambient)
+    # each P removes the rows active during the step it reads (x_k → x_{k+1} for the residual, x_{k+1} → x_{k+2}
+    # for the velocity), as the sampler's velocity reconstruction does: a landing jump to g = −ε is not a speed
+    with torch.no_grad():
+        into, out_of = step_active(constraint, x_k, x_k1), step_active(constraint, x_k1, x_k2)
+    P = _projector(constraint, x_k1, ambient, into)
+    P_v = P if into is None else _projector(constraint, x_k1, ambient, out_of)
     with torch.no_grad():
         noise = torch.randn(x_k1.shape, generator=generator, device=x_k1.device, dtype=x_k1.dtype)
         v_raw = torch.where((k + 1 < N).unsqueeze(1), (x_k2 - x_k1) / h_next, noise)
-        v_hat = P(v_raw)
+        v_hat = P_v(v_raw)
     s = model(x_k1, v_hat, k + 1)
     mu = x_k1 - h * (a * v_hat + h * s)
     r = P(x_k - mu) / (torch.sqrt(1 - a * a) * h)
