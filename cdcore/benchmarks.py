@@ -286,19 +286,20 @@ for _surface in ("torus", "tangle_cube", "bumpy_sphere"):
         _small))
 # Dipeptide and robot: the released horizons (T 0.1 / 0.2) perturb the data rather than mix it, so no closed-form
 # law is the forward's end (the analytic priors sat 0.59 / 0.83 from it, and the robot's ULLA samples never left
-# theirs). Like the release, their samplers start from the forward's end simulated from the training split.
+# theirs). Like the release, their samplers start from the forward's end simulated from the training split. The
+# release runs both dynamics at N 100 here (one `N` in its configs); the half-NFE target is earth's and SO(10)'s.
 _add(Benchmark(
     "dipeptide", "dipeptide", {}, load_dipeptide, dipeptide_quality,
     ScheduleCfg(kind="constant", sigma_min=1.0, sigma_max=1.0, T=0.1, N=100),
     DynamicsCfg(kind="overdamped", landing="implicit", alpha=75.0),
-    ScheduleCfg(kind="linear", sigma_min=0.5, sigma_max=2.0, T=0.2, N=50),
+    ScheduleCfg(kind="linear", sigma_min=0.5, sigma_max=2.0, T=0.2, N=100),
     DynamicsCfg(kind="underdamped", landing="explicit", alpha=50.0, gamma=10.0),
     _big, prior="forward"))
 _add(Benchmark(
     "robot_arm", "robot_arm", {}, load_robot, lambda s, t, tr: pca_hist_jsd(s, t, tr, 60),
     ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=3.0, T=0.1, N=100),
     DynamicsCfg(kind="overdamped", landing="explicit", alpha=50.0),
-    ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=2.0, T=0.2, N=50),
+    ScheduleCfg(kind="linear", sigma_min=0.1, sigma_max=2.0, T=0.2, N=100),
     DynamicsCfg(kind="underdamped", landing="explicit", alpha=200.0, gamma=1.0),
     _robot, prior="forward"))
 # The convex suites (MDM's ball, simplex and hypercube, and a random polytope). Their underdamped chains land
