@@ -126,7 +126,13 @@ def landing_bench_overview(path: str | Path, rows: list[dict], ratios: Mapping[s
     ax.axhline(0.0, color="k", lw=0.6)
     ax.set_ylabel("ULLA − OLLA quality\n(mean of 3 seeds)", fontsize=9)
     ax.legend(fontsize=8)
-    ax.set_xticks(x, names, rotation=30, ha="right")
+    # ratios hide scale (a 4x ratio on a 0.004 MMD is 0.012): each tick carries OLLA's own figure and floor
+    ticks = []
+    for n in names:
+        ref, floor = by.get((n, "OLLA")), ratios.get(n, {}).get("quality_floor_train_vs_test", np.nan)
+        metric = (ref or {}).get("quality_metric", "")
+        ticks.append(n if ref is None else f"{n}\nOLLA {float(ref['quality']):.3g} {metric}, floor {float(floor):.2g}")
+    ax.set_xticks(x, ticks, rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
