@@ -123,10 +123,23 @@ class NammDataset(Strict):
     train_steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="steps of the mirror-space score model")
     finetune_steps: int = Field(0, ge=0, le=10_000_000,
                                 description="steps fine-tuning f on mirror-diffusion samples after training (0: none)")
+    finetune_kw: dict[str, Any] = Field(default_factory=dict, description="NAMM fit settings (NammCfg fields) of the "
+                                        "fine-tuning only, over the scale's own (ci periodic_texture: lam_cyc 3)")
     sample_steps: Optional[int] = Field(None, ge=1, le=100_000)
     n_samples: Optional[int] = Field(None, ge=2, le=10_000_000)
     schedule: None = None
     dynamics: None = None
+
+    @field_validator("finetune_kw")
+    @classmethod
+    def _namm_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from cdcore.namm.fit import NammCfg
+
+        bad = sorted(set(v) - set(NammCfg.model_fields) | ({"steps"} & set(v)))
+        if bad:
+            raise ValueError(f"unknown or reserved NAMM fit settings {bad} (steps: use finetune_steps); "
+                             f"available: {', '.join(sorted(set(NammCfg.model_fields) - {'steps'}))}")
+        return v
 
     @property
     def constraint(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,7 +21,7 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.namm.bench import SCALES, ScaleCfg, distances, fit_overrides, score_cfg, steps_for
+from cdcore.namm.bench import SCALES, ScaleCfg, distances, finetune_f, fit_overrides, score_cfg, steps_for
 from cdcore.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
 from cdcore.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
 from cdcore.namm.nets import ScoreUNet
@@ -93,6 +94,15 @@ def namm_cfg(ds: NammDataset) -> NammCfg:
     return task_cfg(ds.problem, "ci" if sc.nets == "ci" else "paper", **over)
 
 
+def finetune_cfg(ds: NammDataset, ncfg: NammCfg) -> NammCfg:
+    """The fine-tuning's NAMM settings, as `cdcore bench namm` fine-tunes: the fit's, the scale's fine-tuning
+    overrides (ci periodic_texture: λ_cyc 3, without which f collapses to near-constant images), then the data
+    set's own ``finetune_kw``."""
+    sc = scale_of(ds)
+    return NammCfg(**{**ncfg.model_dump(), "steps": ds.finetune_steps, "log_every": max(1, ds.finetune_steps // 4),
+                      **sc.finetune_kw.get(ds.problem, {}), **ds.finetune_kw})
+
+
 def mdm_cfg(ds: NammDataset) -> MdmCfg:
     n = sizes(ds)["train_steps"]
     return score_cfg(scale_of(ds), ds.problem, n, log_every=max(1, n // 10))
@@ -120,8 +130,9 @@ def fp_train(params: Params, name: str, root: Path) -> str:
     from flows.stages import Layout, _hash
 
     ds = params.dataset(name)
+    ft = finetune_cfg(ds, namm_cfg(ds)).model_dump() if ds.finetune_steps else None
     return _hash(["namm-train", io.sha256_file(Layout(root).mirror(name)), mdm_cfg(ds).model_dump(),
-                  ds.finetune_steps, params.seed])
+                  ds.finetune_steps, ft, params.seed])
 
 
 def fp_sample(params: Params, name: str, root: Path) -> str:
@@ -256,18 +267,21 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
             y = mirror_data(g, x_tr)
             net, hist = fit_mdm(y, mcfg, seed=params.seed, device=device, on_progress=progress)
             net = net.cpu()
+            ft_info: dict[str, Any] = {}
             if ds.finetune_steps:
-                sz = sizes(ds)
-                ys, _ = sample_mdm(net, tuple(y.shape[1:]), len(x_tr), steps=sz["sample_steps"], seed=params.seed + 7)
-                ys = ys.permute(0, 2, 3, 1).contiguous()       # NHWC, as fit_namm takes
-                g, f, _ = fit_namm(x_tr, constraint, ncfg.model_copy(update={"steps": ds.finetune_steps}),
-                                   seed=params.seed, init=(g, f), mirror_samples=ys, device=device)
+                # the bench's fine-tuning (cdcore.namm.bench.finetune_f): its settings, its held-out diagnostics
+                sc = replace(scale_of(ds), sample_steps=sizes(ds)["sample_steps"])
+                g, f, ft_info = finetune_f(g, f, net, x_tr, constraint, finetune_cfg(ds, ncfg), sc, params.seed, device)
                 g, f = g.cpu(), f.cpu()
+                log.info("train[%s]: f fine-tuned %d steps; validation mirror samples l(f(y)) %.3g -> %.3g, "
+                         "MMD vs train %.4f -> %.4f", name, ds.finetune_steps, ft_info["val_constr_before"],
+                         ft_info["val_constr_after"], ft_info["val_mmd_before"], ft_info["val_mmd_after"])
         meta = {"fingerprint": fp, "dataset": name, "method": "namm", "problem": attrs["constraint"], "shape": shape,
                 "dim": attrs["dim"], "constraint_kwargs": attrs["constraint_kwargs"], "nf": mcfg.nf,
                 "padding": mcfg.padding,
                 "sde": {"beta_min": mcfg.beta_min, "beta_max": mcfg.beta_max, "eps_t": mcfg.eps_t},
                 "sample_steps": sizes(ds)["sample_steps"], "finetune_steps": ds.finetune_steps,
+                "finetune": {k: v for k, v in ft_info.items() if isinstance(v, (int, float, str))},
                 "train_wall_s": m.wall_s, "mirror_fit_wall_s": mmeta["fit_wall_s"]}
         save_checkpoint(out, {"format": FORMAT + "-sampler", "namm_cfg": ncfg.model_dump_json(), "g": g.state_dict(),
                               "f": f.state_dict(), "score": net.state_dict(), "meta": meta})
@@ -275,7 +289,8 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
         io.write_text_atomic(lay.model_dir(name) / "history.json", json.dumps(hrows))
         loss_curve(lay.model_dir(name) / "loss.png", hrows, f"{name}: mirror-space score model", ylabel="denoising loss")
         if run:
-            tracking.log_metrics({"train_wall_s": m.wall_s})
+            tracking.log_metrics({"train_wall_s": m.wall_s, **{f"finetune.{k}": float(v) for k, v in ft_info.items()
+                                                                if isinstance(v, (int, float))}})
             tracking.log_artifact(lay.model_dir(name) / "loss.png", "plots")
     log.info("train[%s]: mirror diffusion %d steps in %.1fs -> %s", name, mcfg.steps, m.wall_s, out)
     return out

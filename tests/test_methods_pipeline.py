@@ -90,6 +90,29 @@ def test_namm_pipeline_builds_and_reloads_the_benchmarks_periodic_nets(tmp_path)
     assert x.shape == (4, 1, 16, 16) and torch.isfinite(x).all()
 
 
+def test_namm_pipeline_fine_tunes_f_as_the_bench_does(tmp_path):
+    """finetune_steps in params.yaml runs the bench's fine-tuning: the scale's settings (ci periodic_texture:
+    λ_cyc 3; with the fit's λ_cyc 1 f collapses), the data set's finetune_kw over them, held-out diagnostics in the
+    bundle; changing the settings re-runs the stage, and an unknown setting is refused with the list."""
+    from cdcore.namm.bench import CI
+    from flows import stages, stages_namm
+    from flows.stages_namm import load_sampler
+
+    ds = {**NAMM_DS, "problem": "periodic_texture", "n_train": 16, "n_test": 8, "namm_steps": 3, "train_steps": 3,
+          "sample_steps": 4, "n_samples": 4, "finetune_steps": 2}
+    p = _params({"tex": ds})
+    for stage in (stages.run_data, stages.run_mirror):
+        stage(p, "tex", tmp_path)
+    ft = load_sampler(stages.run_train(p, "tex", tmp_path))["meta"]["finetune"]
+    assert ft["steps"] == 2 and ft["lam_cyc"] == CI.finetune_kw["periodic_texture"]["lam_cyc"] == 3.0
+    assert np.isfinite([ft["val_constr_before"], ft["val_constr_after"], ft["val_mmd_after"]]).all()
+    p2 = _params({"tex": {**ds, "finetune_kw": {"lam_cyc": 5.0}}})
+    assert stages_namm.finetune_cfg(p2.dataset("tex"), stages_namm.namm_cfg(p2.dataset("tex"))).lam_cyc == 5.0
+    assert stages_namm.fp_train(p2, "tex", tmp_path) != stages_namm.fp_train(p, "tex", tmp_path)
+    with pytest.raises(ConfigError, match=r"finetune_kw.*lam_cycle.*lam_cyc"):
+        _params({"tex": {**ds, "finetune_kw": {"lam_cycle": 5.0}}})
+
+
 def test_dual_method_trains_with_constraints_and_reports_class_shares(tmp_path):
     from cdcore.data import io
     from cdcore.methods.dual import load_dual
