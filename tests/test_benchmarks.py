@@ -47,13 +47,13 @@ def test_reflection_folds_into_the_box_and_keeps_inside_points():
     assert np.allclose(y, [[0.3, -0.5], [0.8, -0.5], [-0.5, -0.2]])  # 3.5: walls at 1 then −1; −4.2: at −1 then 1
 
 
-@pytest.mark.parametrize("name, landing", [("box_gmm", "explicit"), ("ball_gmm", "explicit"), ("ball_gmm", "implicit")])
+@pytest.mark.parametrize("name, landing", [("box_gmm", "explicit"), ("box_gmm", "implicit"),
+                                           ("polytope_gmm", "implicit"), ("ball_gmm", "implicit")])
 def test_underdamped_convex_paths_give_a_kinetic_loss_the_gaussian_kernel_can_fit(name, landing):
     """The kinetic path loss of the data's own forward paths, scored with a zero network, must sit near its ½ N d
-    floor. A landing jump to g = −ε read as a speed ε/(σ²Δt) made it explode (ball, implicit: 18263 per path
-    against 50) until the velocity reconstruction and the residual removed the rows active at either end of the
-    step; the box's implicit chain still crosses walls within a step (the forward warns), so its benchmark lands
-    explicitly."""
+    floor. A landing jump to g = −ε read as a speed ε/(σ²Δt) made it explode (implicit: box 2944, ball 18263,
+    polytope 5479 per path against 50) until the velocity reconstruction and the residual removed the rows that
+    acted during the step (``dynamics.step_active``)."""
     from cdcore.dynamics import forward_paths
     from cdcore.methods.landing import dynamics_from, schedule_from, underdamped_step_loss
 
@@ -70,17 +70,6 @@ def test_underdamped_convex_paths_give_a_kinetic_loss_the_gaussian_kernel_can_fi
                                   torch.arange(N).repeat(B))
     per_path, floor = float(terms.sum()) / B, 0.5 * N * c.dim
     assert per_path < 1.6 * floor, per_path
-
-
-def test_forward_warns_where_an_implicit_underdamped_chain_meets_inequalities():
-    from cdcore.dynamics import forward_paths
-    from cdcore.methods.landing import dynamics_from, schedule_from
-
-    b = benchmarks.get("box_gmm")
-    dyn = dynamics_from(b.ud_dynamics.model_copy(update={"landing": "implicit"}))
-    x = torch.as_tensor(b.load(0, PATHS)[0][:8], dtype=torch.float64)
-    with pytest.warns(RuntimeWarning, match="crosses a wall"):
-        forward_paths(b.make_constraint(), x, schedule_from(b.ud_schedule), dyn)
 
 
 @pytest.mark.parametrize("name", ["torus", "ball_gmm"])

@@ -238,6 +238,28 @@ def test_terminal_polish_and_projection_run_and_return_in_float64(monkeypatch):
     assert float(c.violation(res.x).max()) <= 1e-5
 
 
+def test_step_active_removes_the_rows_a_landing_step_acted_on_and_only_those():
+    """An implicit step that crosses the box's wall from inside lands the row at g = −ε: inactive at both ends,
+    yet the jump is landing, not motion; the velocity read off the two positions must not contain it."""
+    from cdcore.constraints import make
+    from cdcore.dynamics import step_active
+
+    box = make("box", dim=2, eps=0.1)
+    x = torch.tensor([[0.95, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[0.2, 0.05], [0.05, 0.05]], dtype=torch.float64)
+    z = box.land_implicit(x, y)
+    assert torch.allclose(z[0, 0], torch.tensor(0.9, dtype=torch.float64))  # landed at g = −ε
+    assert not box.active_set(x).any() and not box.active_set(z).any()
+    act = step_active(box, x, z)
+    assert act[0].tolist() == [True, False, False, False] and not act[1].any(), act  # rows: x − 1, y − 1, −1 − x, −1 − y
+    dyn = DynamicsConfig(kind="underdamped")
+    from cdcore.dynamics import _velocity
+
+    v = _velocity(box, dyn, z, x, 0.1)
+    assert torch.allclose(v[0], torch.tensor([0.0, 0.5], dtype=torch.float64), atol=1e-5)  # the wall jump removed
+    assert torch.allclose(v[1], y[1] / 0.1)  # a free step keeps its whole velocity
+
+
 def test_underdamped_velocity_gain_starts_at_zero_and_old_weights_load_unchanged():
     """The per-step velocity gain is zero-initialised and weights saved before it existed load as the plain MLP."""
     sched = NoiseSchedule("linear", 0.1, 2.0, 2.0, 10)
