@@ -186,32 +186,43 @@ def _tangent(constraint: Constraint, cfg: DynamicsConfig, x: Tensor, v: Tensor) 
 LANDED_TOL = 1e-5  # |g + ε| below which a row counts as put on its shifted wall by the step
 
 
-def step_active(constraint: Constraint, x_a: Tensor, x_b: Tensor) -> Optional[Tensor]:
-    """Inequality rows active at either end of a step, (B, l); None without inequalities.
+def step_active(constraint: Constraint, x_a: Tensor, x_b: Tensor, at_start: bool = False) -> Optional[Tensor]:
+    """Inequality rows a step x_a → x_b acted on, for P at x_b (or at x_a, ``at_start``), (B, l); None without
+    inequalities.
 
     A landing or projection step that moves a violated row to g = −ε leaves it inactive at the new point, so
     P(x_new) alone keeps that jump in a velocity read off the two positions: a speed ε/(σ²Δt), 500 at σ_min on
     the box, which dominated the kinetic path loss (zero-network loss of the box's data paths with implicit
-    landing: 2944 per path against a floor of 50). Removing the rows that acted during the step takes it out:
-    those active at either end, and those the step put on their shifted wall (|g + ε| ≤ ``LANDED_TOL``), which
-    a step crossing the wall from inside leaves active at neither end (box 64.6, polytope 70.9 per path).
+    landing: 2944 per path against a floor of 50). Removed besides the rows active where P is taken: rows active
+    at one end that sit on or outside their shifted wall g = −ε at the other (landed partway or fully), and rows
+    exactly on it (|g + ε| ≤ ``LANDED_TOL``), which a step crossing the wall from inside leaves active at
+    neither end (box 64, polytope 70 per path). A row active at one end and deep inside at the other was
+    crossed, not landed (a step across a thin window, e.g. dipeptide's ψ window): kept, since with the opposite
+    row active the Gram matrix would be singular. Symmetric in the ends, so the sampler (P at the start of the
+    forward-time step it reads) and the loss (P at either end) remove the same rows.
     """
     if constraint.n_ineq == 0:
         return None
-    g_b = constraint.g(x_b)
-    # a step that crosses a wall from inside is landed by a row active at neither end: it sits at g = −ε exactly
-    landed = (g_b + constraint.eps).abs() <= LANDED_TOL
-    return constraint.active_set(x_a) | (g_b >= -constraint.cutoff) | landed
+    eps, tol = constraint.eps, LANDED_TOL
+    g_a, g_b = constraint.g(x_a), constraint.g(x_b)
+    act_a, act_b = g_a >= -constraint.cutoff, g_b >= -constraint.cutoff
+    near_a, near_b = g_a >= -eps - tol, g_b >= -eps - tol
+    landed = ((g_a + eps).abs() <= tol) | ((g_b + eps).abs() <= tol)
+    return (act_a if at_start else act_b) | (act_a & near_b) | (act_b & near_a) | landed
 
 
-def _velocity(constraint: Constraint, cfg: DynamicsConfig, x_new: Tensor, x_old: Tensor, scale: float) -> Tensor:
-    """Velocity reconstructed from positions, v = P(x_new)(x_new − x_old)/scale (landing.md §1.6), with P
-    removing the rows active at either end (``step_active``) where landing or projection moved them."""
-    v = (x_new - x_old) / scale
-    active = step_active(constraint, x_old, x_new) if cfg.handling in ("landing", "projection") else None
+def _velocity(constraint: Constraint, cfg: DynamicsConfig, x_from: Tensor, x_to: Tensor, scale: float,
+              at_start: bool = False) -> Tensor:
+    """Forward-time velocity of the step x_from → x_to read off positions, P(x)(x_to − x_from)/scale at its end
+    x_to (the forward's v_k, landing.md §1.6) or its start x_from (``at_start``: the sampler's, as the loss
+    conditions on it), with P removing the rows the step acted on (``step_active``) where landing or projection
+    moved them."""
+    x = x_from if at_start else x_to
+    v = (x_to - x_from) / scale
+    active = step_active(constraint, x_from, x_to, at_start) if cfg.handling in ("landing", "projection") else None
     if active is None:
-        return _tangent(constraint, cfg, x_new, v)
-    return constraint.tangent(x_new, v, constraint.geometry(x_new, active))
+        return _tangent(constraint, cfg, x, v)
+    return constraint.tangent(x, v, constraint.geometry(x, active))
 
 
 @torch.no_grad()
@@ -254,7 +265,7 @@ def forward_paths(
             dropped |= ~ok
             newton += it
         if cfg.kind == "underdamped":
-            v = _velocity(constraint, cfg, x_new, x, sig[k] ** 2 * dt)
+            v = _velocity(constraint, cfg, x, x_new, sig[k] ** 2 * dt)
         x = x_new
         if keep_paths:
             out.append(x)
@@ -305,7 +316,7 @@ def sample(
             newton += it
         if cfg.kind == "underdamped":
             # forward-time velocity at the new point, as the loss conditions on it
-            v = _velocity(constraint, cfg, x_new, x, -(sig[k] ** 2 * dt))
+            v = _velocity(constraint, cfg, x_new, x, sig[k] ** 2 * dt, at_start=True)
         x = x_new
     # The terminal polish and projection run in float64 whatever the sampling dtype, and the samples come back in
     # float64: near a coordinate of 17 Å (dipeptide data sit that far from the origin) float32 rounds the residual

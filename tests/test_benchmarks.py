@@ -58,7 +58,6 @@ def test_underdamped_convex_paths_give_a_kinetic_loss_the_gaussian_kernel_can_fi
     from cdcore.methods.landing import dynamics_from, schedule_from, underdamped_step_loss
 
     b = benchmarks.get(name)
-    assert b.ud_dynamics.landing == "explicit"
     train, _, _ = b.load(0, PATHS)
     c, sched = b.make_constraint(), schedule_from(b.ud_schedule)
     dyn = dynamics_from(b.ud_dynamics.model_copy(update={"landing": landing}))

@@ -185,7 +185,7 @@ def test_underdamped_velocity_reconstruction_is_tangent_and_first_order(handling
     errors = []
     for h in (1e-2, 1e-3):
         x_new, _, _ = constrain(sphere, x, h * v, cfg, rate=0.0, implicit=True)
-        v_hat = _velocity(sphere, cfg, x_new, x, h)
+        v_hat = _velocity(sphere, cfg, x, x_new, h)  # the step x → x_new, P at its end
         if handling == "none":
             assert torch.allclose(v_hat, v, atol=1e-9)             # ambient: exact
             continue

@@ -255,9 +255,14 @@ def test_step_active_removes_the_rows_a_landing_step_acted_on_and_only_those():
     dyn = DynamicsConfig(kind="underdamped")
     from cdcore.dynamics import _velocity
 
-    v = _velocity(box, dyn, z, x, 0.1)
+    v = _velocity(box, dyn, x, z, 0.1)
+    assert torch.allclose(_velocity(box, dyn, x, z, 0.1, at_start=True)[0], v[0], atol=1e-5)  # same rows at x
     assert torch.allclose(v[0], torch.tensor([0.0, 0.5], dtype=torch.float64), atol=1e-5)  # the wall jump removed
     assert torch.allclose(v[1], y[1] / 0.1)  # a free step keeps its whole velocity
+    # a step across the whole set was not landed on the wall it left: only the far wall's row (else both opposite
+    # rows would be active and the Gram matrix singular)
+    across = step_active(box, torch.tensor([[1.05, 0.0]], dtype=torch.float64), torch.tensor([[-1.05, 0.0]], dtype=torch.float64))
+    assert across[0].tolist() == [False, False, True, False], across
 
 
 def test_underdamped_velocity_gain_starts_at_zero_and_old_weights_load_unchanged():

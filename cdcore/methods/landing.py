@@ -96,7 +96,7 @@ def underdamped_step_loss(model: ScoreModel, constraint: Constraint, schedule: N
     # each P removes the rows active during the step it reads (x_k → x_{k+1} for the residual, x_{k+1} → x_{k+2}
     # for the velocity), as the sampler's velocity reconstruction does: a landing jump to g = −ε is not a speed
     with torch.no_grad():
-        into, out_of = step_active(constraint, x_k, x_k1), step_active(constraint, x_k1, x_k2)
+        into, out_of = step_active(constraint, x_k, x_k1), step_active(constraint, x_k1, x_k2, at_start=True)
     P = _projector(constraint, x_k1, ambient, into)
     P_v = P if into is None else _projector(constraint, x_k1, ambient, out_of)
     with torch.no_grad():
