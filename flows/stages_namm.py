@@ -21,7 +21,8 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.namm.bench import SCALES, ScaleCfg, distances, finetune_f, fit_overrides, score_cfg, steps_for
+from cdcore.namm.bench import (SCALES, ScaleCfg, distances, finetune_f, finetune_settings, fit_overrides, score_cfg,
+                               steps_for)
 from cdcore.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
 from cdcore.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
 from cdcore.namm.nets import ScoreUNet
@@ -95,12 +96,8 @@ def namm_cfg(ds: NammDataset) -> NammCfg:
 
 
 def finetune_cfg(ds: NammDataset, ncfg: NammCfg) -> NammCfg:
-    """The fine-tuning's NAMM settings, as `cdcore bench namm` fine-tunes: the fit's, the scale's fine-tuning
-    overrides (ci periodic_texture: λ_cyc 3, without which f collapses to near-constant images), then the data
-    set's own ``finetune_kw``."""
-    sc = scale_of(ds)
-    return NammCfg(**{**ncfg.model_dump(), "steps": ds.finetune_steps, "log_every": max(1, ds.finetune_steps // 4),
-                      **sc.finetune_kw.get(ds.problem, {}), **ds.finetune_kw})
+    """The fine-tuning's NAMM settings as `cdcore bench namm` makes them, with the data set's ``finetune_kw`` last."""
+    return finetune_settings(ncfg, scale_of(ds), ds.problem, ds.finetune_steps, ds.finetune_kw)
 
 
 def mdm_cfg(ds: NammDataset) -> MdmCfg:

@@ -340,6 +340,14 @@ FINETUNE_SEED = 7  # seed + 7: the mirror samples f is fine-tuned on (and valida
 FINETUNE_CHUNK = 1024  # mirror samples per sampling batch (paper: 13,312 in 13 batches, seed + 7 + 1000·k)
 
 
+def finetune_settings(ncfg: NammCfg, sc: ScaleCfg, problem: str, steps: int,
+                      overrides: Optional[dict[str, Any]] = None) -> NammCfg:
+    """The fine-tuning's NAMM settings: the fit's, then the scale's fine-tuning overrides (ci periodic_texture:
+    λ_cyc 3, without which f collapses to near-constant images), then the caller's."""
+    return NammCfg(**{**ncfg.model_dump(), "steps": steps, "log_every": max(1, steps // 4),
+                      **sc.finetune_kw.get(problem, {}), **(overrides or {})})
+
+
 def finetune_f(g: nn.Module, f: nn.Module, net_m: nn.Module, x_tr: np.ndarray, constraint, fcfg: NammCfg,
                sc: ScaleCfg, seed: int, device: torch.device) -> tuple[nn.Module, nn.Module, dict]:
     """Fine-tune f on mirror-diffusion samples (reference §1.6): g frozen, y = ỹ + σz, the NAMM loss of ``fcfg``.
@@ -431,8 +439,7 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
         t2 = time.perf_counter()
         ft_info: dict[str, Any] = {}
         if steps["finetune"]:
-            fcfg = NammCfg(**{**ncfg.model_dump(), "steps": steps["finetune"],
-                              "log_every": max(1, steps["finetune"] // 4), **sc.finetune_kw.get(problem, {})})
+            fcfg = finetune_settings(ncfg, sc, problem, steps["finetune"])
             g, f, ft_info = finetune_f(g, f, net_m, x_tr, constraint, fcfg, sc, seed, device)
             log(f"  {problem}: f fine-tuned ({steps['finetune']} steps, {ft_info['finetune_s']:.1f}s); validation "
                 f"mirror samples ℓ(f(ỹ)) {ft_info['val_constr_before']:.3g} → {ft_info['val_constr_after']:.3g}, "
