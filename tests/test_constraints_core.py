@@ -79,14 +79,19 @@ def test_explicit_landing_rate_on_curved_generic_set():
 
 
 def test_implicit_landing_removes_residual_to_second_order():
+    """One Gauss-Newton step leaves |h| <= C h(z)^2 per point, C set by the ellipsoid's curvature (1/2 max|H| /
+    min|grad h|^2 = 4 on the set; asserted with C = 8). A max-over-points ratio is not second order: a point with a large h(z) at a
+    high-curvature tip can leave more than 5 % of the largest h(z) (0.65 % of unseeded draws did; over 3000 seeds the
+    largest after / h(z)^2 was 1.4)."""
     c = ellipsoid()
-    x = torch.randn(64, 3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=gen)
     x = x / c.h(x).add(1).sqrt()
-    y = 0.05 * c.tangent(x, torch.randn(64, 3))
-    before = c.h(x + y).abs().max()
-    after = c.h(c.land_implicit(x, y)).abs().max()
-    assert before > 1e-3
-    assert after < 0.05 * before
+    y = 0.05 * c.tangent(x, torch.randn(256, 3, generator=gen))
+    before = c.h(x + y).abs()
+    after = c.h(c.land_implicit(x, y)).abs()
+    assert before.max() > 1e-3
+    assert bool((after <= 8.0 * before**2 + 1e-15).all())
 
 
 def test_newton_projection_converges_on_sphere():
