@@ -244,3 +244,13 @@ def test_a_failing_benchmark_keeps_the_others_rows_and_is_named(tmp_path, monkey
     assert set(saved["ratios"]) == {"ball_gmm", "ball_gmm_again"}
     assert "FAILED broken" in format_report(report)
     assert (tmp_path / "reports" / "bench" / "landing.png").stat().st_size > 10_000  # the overview plot, drawn
+
+
+@pytest.mark.parametrize("name,hidden,lr", [("earth", 512, 2e-3), ("so10_3w", 1024, 5e-4), ("so10_5w", 1024, 2e-3),
+                                            ("torus", 256, 2e-3), ("dipeptide", 1024, 2e-3), ("robot_arm", 1024, 3e-3)])
+def test_paper_scale_trains_the_released_network_and_learning_rate(name, hidden, lr):
+    """landing.md §1.7: MLP 5 × width per task, Adam lr 2e-3 except SO(10) 3w (5e-4) and the robot (3e-3)."""
+    b = benchmarks.get(name)
+    assert (b.model_cfg("paper").hidden, b.model_cfg("paper").depth) == (hidden, 5)
+    assert b.train_cfg("paper").lr == lr
+    assert b.train_cfg("ci").lr == 2e-3  # ci keeps one learning rate across benchmarks
