@@ -100,13 +100,15 @@ def format_report(report: dict) -> str:
                      f"{q['ulla_projection_over_landing_wall']:.2f} | {q['landing_quality_over_projection']:.2f} | "
                      f"{q['ulla_nfe_over_olla']:.2f} | {q['ulla_quality_minus_olla']:+.3f} | {q['quality_floor_train_vs_test']:.3f} |")
     lines.append("")
-    lines.append("| benchmark | forward end vs prior (OD) | (UD) | prior vs prior | ULLA - OLLA, 3 seeds, from the prior "
-                 "| from the forward end |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| benchmark | forward end vs prior (OD) | (UD) | prior vs prior | MMD² forward end vs prior (OD) | (UD) "
+                 "| prior vs prior | ULLA - OLLA, 3 seeds, from the prior | from the forward end |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for name, q in report["ratios"].items():
         if "prior_vs_prior" in q:
             lines.append(f"| {name} | {q['olla_forward_end_vs_prior']:.3f} | {q['ulla_forward_end_vs_prior']:.3f} | "
-                         f"{q['prior_vs_prior']:.3f} | {q['ulla_minus_olla_from_prior_mean']:+.3f} | "
+                         f"{q['prior_vs_prior']:.3f} | {q.get('olla_forward_end_vs_prior_mmd', float('nan')):.4f} | "
+                         f"{q.get('ulla_forward_end_vs_prior_mmd', float('nan')):.4f} | "
+                         f"{q.get('prior_vs_prior_mmd', float('nan')):.4f} | {q['ulla_minus_olla_from_prior_mean']:+.3f} | "
                          f"{q['ulla_minus_olla_from_forward_end_mean']:+.3f} |")
     for name, why in report["skipped"].items():
         lines.append(f"\nskipped {name}: {why}")

@@ -115,12 +115,16 @@ def test_forward_end_prior_lies_on_the_set_and_keeps_the_data_law_when_the_forwa
 def test_harness_starts_a_forward_prior_benchmark_from_the_forward_end():
     """A benchmark whose forward is short (the dipeptide/robot case) must start its samplers from the forward's end
     simulated from the data: with a near-untrained network the samples then keep the data's law; from the analytic
-    prior they would stay near the prior. The diagnostic still measures the analytic start on its own."""
+    prior they would stay near the prior. The diagnostic still measures the analytic start on its own. With
+    ``selections`` every model is also scored on the validation split from that start during training."""
     b = benchmarks.get("torus")
     short = b.od_schedule.model_copy(update={"T": 0.01, "N": 10})
-    b = replace(b, scales={"tiny": replace(TINY, n_samples=400)}, prior="forward", od_schedule=short,
+    b = replace(b, scales={"tiny": replace(TINY, n_samples=400, selections=3)}, prior="forward", od_schedule=short,
                 ud_schedule=b.ud_schedule.model_copy(update={"T": 0.01, "N": 5}))
-    res = run_benchmark(b, "tiny", torch.device("cpu"), PATHS, log=lambda s: None)
+    lines: list[str] = []
+    res = run_benchmark(b, "tiny", torch.device("cpu"), PATHS, log=lines.append)
+    chosen = [ln for ln in lines if "best validation jsd at step" in ln]
+    assert len(chosen) == 3, lines  # od, ud and ambient models, each at one of steps 10, 20, 30
     by = {r["sampler"]: r for r in res["rows"]}
     assert {r["prior"] for r in res["rows"]} == {"forward"}
     analytic = res["ratios"]["olla_quality_from_prior_seeds"]
@@ -254,3 +258,26 @@ def test_paper_scale_trains_the_released_network_and_learning_rate(name, hidden,
     assert (b.model_cfg("paper").hidden, b.model_cfg("paper").depth) == (hidden, 5)
     assert b.train_cfg("paper").lr == lr
     assert b.train_cfg("ci").lr == 2e-3  # ci keeps one learning rate across benchmarks
+
+
+def test_prior_diagnostic_mmd_sees_the_earth_forwards_unmixed():
+    """The released earth horizons leave 27 % (OD) / 37 % (UD) of the data's mean direction at the forward's end, which
+    the 30 × 30 lat/lon JSD at 1000 samples cannot tell from uniform; the diagnostic's kernel MMD² must, and must
+    put a four-times-longer (mixed) forward level with two prior draws."""
+    from cdcore.dynamics import forward_paths
+    from cdcore.methods.landing import dynamics_from, schedule_from
+    from cdcore.metrics import mmd_rbf
+
+    b = benchmarks.get("earth")
+    train, _, _ = b.load(0, PATHS)
+    c = b.make_constraint()
+    g = torch.Generator().manual_seed(0)
+    x = torch.as_tensor(train[:1000], dtype=torch.float64)
+    pa, pb = (c.sample_prior(1000, generator=g).double().numpy() for _ in range(2))
+    floor = mmd_rbf(pa, pb)
+    for sched, dyn in ((b.od_schedule, b.od_dynamics), (b.ud_schedule, b.ud_dynamics)):
+        for factor, unmixed in ((1, True), (4, False)):
+            s = schedule_from(sched.model_copy(update={"T": sched.T * factor}))
+            ends = forward_paths(c, x, s, dynamics_from(dyn), generator=g, keep_paths=False).x.numpy()
+            mmd = mmd_rbf(ends, pa)
+            assert (mmd > 5 * floor) if unmixed else (mmd < 2 * floor), (dyn.kind, factor, mmd, floor)

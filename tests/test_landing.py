@@ -133,6 +133,43 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_selection_returns_the_best_validation_point_and_survives_a_resume(tmp_path):
+    """``select`` scores the EMA model at each validation point; the best point's weights come back, also when the
+    run was killed after that point and resumed from its checkpoint (the release's best-validation checkpoint)."""
+    train, val, _ = vmf_tensors(600)
+    sc, dc, mc, tc = _tiny(steps=60)
+    tc = tc.model_copy(update={"val_every": 20, "checkpoint_every": 20, "refresh_every": 30})
+    sched = schedule_from(sc)
+
+    def scorer(scores, snapshots):
+        def select(model):
+            snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+            return scores[len(snapshots) - 1]
+        return select
+
+    snaps: list = []
+    full = train_landing(S2, train, val, sched, dc, mc, tc, seed=3, select=scorer([3.0, 1.0, 2.0], snaps))
+    assert full.best_step == 40 and [r["val_score"] for r in full.history if "val_score" in r] == [3.0, 1.0, 2.0]
+    state = full.model.state_dict()
+    assert all(torch.equal(state[k], snaps[1][k]) for k in state)
+    assert not all(torch.equal(state[k], snaps[2][k]) for k in state)  # the last point's weights differ
+
+    class Killed(Exception):
+        pass
+
+    def die(step, row):
+        if step >= 45:
+            raise Killed
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        train_landing(S2, train, val, sched, dc, mc, tc, seed=3, checkpoint_path=ckpt, on_progress=die,
+                      select=scorer([3.0, 1.0], []))
+    resumed = train_landing(S2, train, val, sched, dc, mc, tc, seed=3, checkpoint_path=ckpt, select=scorer([2.0], []))
+    assert resumed.resumed_from == 40 and resumed.best_step == 40
+    assert all(torch.equal(a, b) for a, b in zip(state.values(), resumed.model.state_dict().values()))
+
+
 def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import cdcore.methods.landing as landing
 

@@ -138,9 +138,11 @@ class TrainOutcome:
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
     wall_s: float = 0.0
+    best_step: Optional[int] = None  # the validation point whose EMA weights were returned (``select``)
 
 
 ProgressFn = Callable[[int, dict], None]
+SelectFn = Callable[[ScoreModel], float]  # lower is better, e.g. a validation JSD of the model's samples
 
 
 def _ema_with_warmup(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
@@ -184,11 +186,15 @@ def train_landing(
     checkpoint_path: Optional[str | Path] = None,
     on_progress: Optional[ProgressFn] = None,
     handling: str = "landing",
+    select: Optional[SelectFn] = None,
 ) -> TrainOutcome:
     """Fit s_θ on cached constrained forward paths; returns the EMA model.
 
     Every source of randomness is a function of (seed, step), so a run resumed
     from ``checkpoint_path`` ends with the same weights as an uninterrupted one.
+    ``select`` scores the EMA model at every validation point (``val_every``) and the
+    best-scoring weights are returned, as the release keeps its best-validation-JSD
+    checkpoint: the path loss is a bound, not the sample quality, and need not fall with it.
     """
     device = torch.device(device)
     dyn = dynamics_from(dyn_cfg, handling)  # "none": the ambient (unconstrained) baseline, same loss with P = I
@@ -199,6 +205,7 @@ def train_landing(
     # cosine decay to 10 % of lr: the last steps average out minibatch noise
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     start, history = 0, []
+    best: dict = {"score": math.inf, "step": None, "state": None}
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
@@ -206,6 +213,7 @@ def train_landing(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, history = int(state["step"]), list(state["history"])
+        best = dict(state.get("best", best))
     resumed_from = start
     val_paths = _simulate(constraint, x_val[: cfg.val_paths], schedule, dyn, seed=seed + 7919)
     paths = None
@@ -233,11 +241,21 @@ def train_landing(
         running += float(loss.detach())
         n_acc += 1
         done = step + 1
-        if done % log_every == 0 or done == cfg.steps:
+        validate = done % cfg.val_every == 0 or done == cfg.steps
+        if done % log_every == 0 or validate:  # a validation point is never skipped for the log's cadence
             row = {"step": done, "loss": running / n_acc, "lr": opt.param_groups[0]["lr"]}
             running, n_acc = 0.0, 0
-            if done % cfg.val_every == 0 or done == cfg.steps:
+            if validate:
                 row["val_loss"] = full_path_loss(ema.module, constraint, schedule, dyn, val_paths, seed=seed)
+                if select is not None:
+                    row["val_score"] = score = float(select(ema.module.eval()))
+                    ema.module.train()
+                    if not math.isfinite(score):
+                        warnings.warn(f"validation score is {score} at step {done}; this point is not selectable",
+                                      RuntimeWarning, stacklevel=2)
+                    elif score < best["score"]:
+                        best = {"score": score, "step": done,
+                                "state": {k: v.detach().clone() for k, v in ema.module.state_dict().items()}}
             row["elapsed_s"] = time.perf_counter() - t0
             history.append(row)
             if on_progress:
@@ -246,9 +264,13 @@ def train_landing(
             save_checkpoint(checkpoint_path, {
                 "step": done, "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
+                "best": best,
             })
-    return TrainOutcome(model=ema.module.eval(), history=history, resumed_from=resumed_from,
-                        wall_s=time.perf_counter() - t0)
+    model_out = ema.module
+    if best["state"] is not None:
+        model_out.load_state_dict(best["state"])
+    return TrainOutcome(model=model_out.eval(), history=history, resumed_from=resumed_from,
+                        wall_s=time.perf_counter() - t0, best_step=best["step"])
 
 
 # ----- sampling -------------------------------------------------------------
