@@ -125,7 +125,17 @@ def landing_bench_overview(path: str | Path, rows: list[dict], ratios: Mapping[s
                label=f"started from the {'analytic prior' if start == 'prior' else 'forward chain terminal law'}")
     ax.axhline(0.0, color="k", lw=0.6)
     ax.set_ylabel("ULLA − OLLA quality\n(mean of 3 seeds)", fontsize=9)
-    ax.legend(fontsize=8)
+    # how unmixed the underdamped forward ends: its MMD² to the analytic prior over that of two prior draws
+    lo, top = ax.get_ylim()
+    top = lo + 1.3 * (top - lo)  # a band above the bars for the labels
+    ax.set_ylim(lo, top)
+    for xi, n in zip(x, names):
+        q = ratios.get(n, {})
+        ud, pp = q.get("ulla_forward_end_vs_prior_mmd"), q.get("prior_vs_prior_mmd")
+        if ud is not None and pp:
+            ax.text(xi, top, f"UD end\n{float(ud) / float(pp):.0f}× prior\nMMD²", ha="center", va="top", fontsize=6,
+                    color="C5")
+    ax.legend(fontsize=8, loc="lower right")
     # ratios hide scale (a 4x ratio on a 0.004 MMD is 0.012): each tick carries OLLA's own figure and floor
     ticks = []
     for n in names:
