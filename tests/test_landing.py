@@ -109,6 +109,20 @@ def test_tiny_training_lowers_the_path_loss_and_concentrates_samples(kind):
     assert sample_landing(out.model, S2, sched, dc, 500, seed=1).drop_rate == 0.0
 
 
+class _Killed(Exception):
+    pass
+
+
+def _train_until_killed(*args, at: int = 45, **kwargs) -> None:
+    """Run ``train_landing`` and stop it once step ``at`` is logged, as a crash between checkpoints would."""
+    def die(step, row):
+        if step >= at:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_landing(*args, on_progress=die, **kwargs)
+
+
 def test_resumed_training_ends_with_the_same_weights(tmp_path):
     train, val, _ = vmf_tensors(600)
     sc, dc, mc, tc = _tiny(steps=60)
@@ -116,17 +130,9 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path):
     sched = schedule_from(sc)
     full = train_landing(S2, train, val, sched, dc, mc, tc, seed=3)
 
-    class Killed(Exception):
-        pass
-
-    def die(step, row):
-        if step >= 45:
-            raise Killed
-
     ckpt = tmp_path / "run.ckpt"
     tc_log = tc.model_copy(update={"val_every": 1000})
-    with pytest.raises(Killed):
-        train_landing(S2, train, val, sched, dc, mc, tc_log, seed=3, checkpoint_path=ckpt, on_progress=die)
+    _train_until_killed(S2, train, val, sched, dc, mc, tc_log, seed=3, checkpoint_path=ckpt)
     resumed = train_landing(S2, train, val, sched, dc, mc, tc_log, seed=3, checkpoint_path=ckpt)
     assert resumed.resumed_from == 40
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -154,17 +160,8 @@ def test_selection_returns_the_best_validation_point_and_survives_a_resume(tmp_p
     assert all(torch.equal(state[k], snaps[1][k]) for k in state)
     assert not all(torch.equal(state[k], snaps[2][k]) for k in state)  # the last point's weights differ
 
-    class Killed(Exception):
-        pass
-
-    def die(step, row):
-        if step >= 45:
-            raise Killed
-
     ckpt = tmp_path / "run.ckpt"
-    with pytest.raises(Killed):
-        train_landing(S2, train, val, sched, dc, mc, tc, seed=3, checkpoint_path=ckpt, on_progress=die,
-                      select=scorer([3.0, 1.0], []))
+    _train_until_killed(S2, train, val, sched, dc, mc, tc, seed=3, checkpoint_path=ckpt, select=scorer([3.0, 1.0], []))
     resumed = train_landing(S2, train, val, sched, dc, mc, tc, seed=3, checkpoint_path=ckpt, select=scorer([2.0], []))
     assert resumed.resumed_from == 40 and resumed.best_step == 40
     assert all(torch.equal(a, b) for a, b in zip(state.values(), resumed.model.state_dict().values()))

@@ -248,8 +248,7 @@ def train_landing(
             if validate:
                 row["val_loss"] = full_path_loss(ema.module, constraint, schedule, dyn, val_paths, seed=seed)
                 if select is not None:
-                    row["val_score"] = score = float(select(ema.module.eval()))
-                    ema.module.train()
+                    row["val_score"] = score = float(select(ema.module))
                     if not math.isfinite(score):
                         warnings.warn(f"validation score is {score} at step {done}; this point is not selectable",
                                       RuntimeWarning, stacklevel=2)
