@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -20,7 +19,8 @@ import torch
 
 from cdcore.benchmarks import Benchmark, BenchmarkDataMissing, Paths
 from cdcore.dynamics import forward_paths
-from cdcore.methods.landing import dynamics_from, forward_end_prior, sample_landing, schedule_from, train_landing
+from cdcore.methods.landing import (dynamics_from, forward_end_prior, sample_landing, sample_quality_selector,
+                                    schedule_from, train_landing)
 from cdcore.metrics import mmd_rbf, sliced_wasserstein
 from cdcore.profiling import measure
 
@@ -81,15 +81,6 @@ def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.T
     return out
 
 
-def _validation_quality(model, *, bench: Benchmark, constraint, schedule, dyn_cfg, handling: str, prior,
-                        val: np.ndarray, ref: np.ndarray, n: int, seed: int, device: torch.device) -> float:
-    """The model's own sampler scored on the validation split (``train_landing``'s ``select``)."""
-    res = sample_landing(model, constraint, schedule, dyn_cfg, n, handling=handling, seed=seed, device=device,
-                         prior=prior)
-    x = res.x[~res.dropped].double().cpu().numpy()
-    return bench.quality(x, val, ref) if len(x) > 1 else float("inf")
-
-
 def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Paths, seed: int = 0,
                   on_row: Optional[RowFn] = None, log: Callable[[str], None] = print) -> dict:
     """Returns {"benchmark", "rows": [...], "ratios": {...}} or {"benchmark", "skipped": reason}."""
@@ -130,9 +121,10 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
     for key, (schedule, dyn_cfg, handling) in specs.items():
         select = None
         if sc.selections > 1:  # the release's best-validation-JSD checkpoint: the model's own sampler on val
-            select = partial(_validation_quality, bench=bench, constraint=constraint, schedule=schedule,
-                             dyn_cfg=dyn_cfg, handling=handling, prior=prior_of(key, handling), val=val, ref=ref,
-                             n=min(sc.n_samples, 4 * len(val)), seed=seed + 5, device=device)
+            select = sample_quality_selector(
+                constraint, schedule, dyn_cfg, lambda x: bench.quality(x.double().cpu().numpy(), val, ref),
+                min(sc.n_samples, 4 * len(val)), handling=handling, prior=prior_of(key, handling), seed=seed + 5,
+                device=device)
         out = train_landing(constraint, x_tr, x_va, schedule, dyn_cfg, mcfg, tcfg, seed=seed, device=device,
                             handling=handling, select=select)
         models[key] = (out.model, schedule, dyn_cfg)

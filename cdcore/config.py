@@ -245,6 +245,11 @@ class TrainCfg(Strict):
     val_every: int = Field(500, ge=1)
     val_paths: int = Field(256, ge=1)
     checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
+    select: Literal["last", "best_val"] = Field(
+        "last", description="weights kept: the last EMA ones, or those whose landing samples score best on the "
+                            "validation split in the data set's metric at a validation point (the release's "
+                            "best-validation-JSD checkpoint)")
+    select_samples: int = Field(1000, ge=2, le=10_000_000, description="landing samples scored per validation point")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

@@ -34,6 +34,7 @@ from cdcore.methods.landing import (
     resolve_device,
     forward_end_prior,
     sample_landing,
+    sample_quality_selector,
     schedule_from,
     train_landing,
 )
@@ -287,21 +288,41 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
             if on_progress:
                 on_progress(step, row)
 
-        result = train_landing(constraint, splits["train"], splits["val"], schedule, dynamics, params.model,
-                               params.train_for(name), seed=params.seed, device=device, checkpoint_path=ckpt,
-                               on_progress=progress)
+        tcfg = params.train_for(name)
+        select = validation_selector(params, name, attrs, splits, constraint, schedule, dynamics, device) \
+            if tcfg.select == "best_val" else None
+        result = train_landing(constraint, splits["train"], splits["val"], schedule, dynamics, params.model, tcfg,
+                               seed=params.seed, device=device, checkpoint_path=ckpt, on_progress=progress,
+                               select=select)
         meta = {"fingerprint": fp, "dataset": name, "dim": constraint.dim, "constraint": attrs["constraint"],
                 "constraint_kwargs": attrs.get("constraint_kwargs") or {},
                 "schedule": _dump(params.schedule_for(name)), "dynamics": _dump(dynamics), "model": _dump(params.model),
-                "seed": params.seed, "resumed_from": result.resumed_from, "train_wall_s": result.wall_s}
+                "seed": params.seed, "resumed_from": result.resumed_from, "train_wall_s": result.wall_s,
+                "selected_step": result.best_step or tcfg.steps}
         save_checkpoint(out, {"state_dict": result.model.state_dict(), "meta": meta, "history": result.history})
         io.write_text_atomic(lay.model_dir(name) / "history.json", json.dumps(result.history, indent=1))
         loss_curve(lay.model_dir(name) / "loss.png", result.history, f"{name}: landing path NLL")
         if run:
-            tracking.log_metrics({"train_wall_s": result.wall_s, "resumed_from": result.resumed_from})
+            tracking.log_metrics({"train_wall_s": result.wall_s, "resumed_from": result.resumed_from,
+                                  "selected_step": meta["selected_step"]})
             tracking.log_artifact(lay.model_dir(name) / "loss.png", "plots")
     log.info("train[%s]: %d steps in %.1fs -> %s", name, params.train_for(name).steps, result.wall_s, out)
     return out
+
+
+def validation_selector(params: Params, name: str, attrs: dict[str, Any], splits: dict[str, torch.Tensor],
+                        constraint: constraints.Constraint, schedule, dynamics, device: torch.device):
+    """``train.select: best_val``: score each validation point's landing samples on the validation split in the
+    data set's own metric, from the prior the sample stage will use."""
+    _, metric = quality_metric(params, name, attrs["constraint"])
+    val = splits["val"].double().cpu().numpy()
+    ref = np.concatenate([splits["train"].double().cpu().numpy(), val])
+    n = params.train_for(name).select_samples
+    prior = None
+    if params.prior_for(name) == "forward":
+        prior = forward_end_prior(constraint, splits["train"], schedule, dynamics, pool=n, seed=params.seed + 3)
+    return sample_quality_selector(constraint, schedule, dynamics, lambda x: metric(x.double().cpu().numpy(), val, ref),
+                                   n, prior=prior, seed=params.seed + 5, device=device)
 
 
 def load_model(path: Path, device: torch.device | str = "cpu"):

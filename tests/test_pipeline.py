@@ -112,3 +112,37 @@ def test_dvc_repro_runs_every_stage_once_and_only_what_changed(project):
     third = _dvc(project, "repro")
     ran = {line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage")}
     assert ran == {"train@vmf", "sample@vmf", "evaluate@vmf", "register@vmf", "report"}, third
+
+
+def test_train_stage_keeps_the_best_validation_point_when_asked(project):
+    """``train.select: best_val``: every validation point's landing samples are scored on the validation split in the
+    data set's metric; the stored model is the best point's (re-scoring it gives the minimum of the logged scores)."""
+    import numpy as np
+    import torch
+    import yaml
+
+    from cdcore.config import parse_params
+    from cdcore.data import io
+    from flows import stages
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train"].update(select="best_val", select_samples=120, steps=40, val_every=10)
+    params = parse_params(raw)
+    stages.run_data(params, "vmf", project)
+    path = stages.run_train(params, "vmf", project)
+    model, schedule, dyn_cfg, meta = stages.load_model(path)
+    history = json.loads((project / "models" / "vmf" / "history.json").read_text())
+    scored = {r["step"]: r["val_score"] for r in history if "val_score" in r}
+    assert sorted(scored) == [10, 20, 30, 40] and all(np.isfinite(list(scored.values())))
+    assert meta["selected_step"] == min(scored, key=scored.get)
+
+    splits, attrs = io.read_dataset(stages.Layout(project).data("vmf"))
+    tensors = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in splits.items()}
+    select = stages.validation_selector(params, "vmf", attrs, tensors, stages.constraint_of(attrs), schedule,
+                                        dyn_cfg, torch.device("cpu"))
+    assert select(model) == pytest.approx(min(scored.values()), abs=1e-9)
+
+    # the default keeps the last EMA weights and says so
+    last = parse_params({**raw, "train": {**raw["train"], "select": "last"}})
+    _, _, _, meta_last = stages.load_model(stages.run_train(last, "vmf", project))
+    assert meta_last["selected_step"] == 40

@@ -308,6 +308,25 @@ def forward_end_prior(constraint: Constraint, x_data: Tensor, schedule: NoiseSch
     return prior
 
 
+def sample_quality_selector(constraint: Constraint, schedule: NoiseSchedule, dyn_cfg: DynamicsCfg,
+                            score: Callable[[Tensor], float], n: int, *, handling: str = "landing",
+                            prior: Optional[PriorFn] = None, seed: int = 0,
+                            device: torch.device | str = "cpu") -> SelectFn:
+    """``select`` for ``train_landing``: the model's own sampler, its kept samples scored (lower is better).
+
+    The seed is fixed, so every validation point is scored on the same noise and the choice reflects the
+    weights, not the draw. All-dropped samples score +inf (never chosen).
+    """
+
+    def select(model: ScoreModel) -> float:
+        res = sample_landing(model, constraint, schedule, dyn_cfg, n, handling=handling, seed=seed, device=device,
+                             prior=prior)
+        x = res.x[~res.dropped]
+        return float(score(x)) if len(x) > 1 else math.inf
+
+    return select
+
+
 def sample_landing(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn_cfg: DynamicsCfg,
                    n: int, handling: str = "landing", seed: int = 0, device: torch.device | str = "cpu",
                    batch_size: int = 100_000, prior: Optional[PriorFn] = None,
