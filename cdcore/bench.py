@@ -5,7 +5,7 @@ OLLA / ULLA (landing), OLLA-P / ULLA-P (Newton projection), ambient diffusion
 followed by one final projection (the cost reference), and for sets with
 inequalities the Metropolis / reflected step of Fishman et al. (2023). Beside the rows, a prior diagnostic
 per benchmark: how far each forward chain ends from its sampler's prior, and OLLA / ULLA over three seeds started
-from the prior and from the forward's terminal law, which tells a prior mismatch from a poorly learned reverse.
+from the prior and from the forward's terminal law: what the prior mismatch costs each chain.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.T
                        ref: np.ndarray, n: int, seed: int, device: torch.device, row_quality: dict) -> dict:
     """Per dynamics: the forward's distance to the analytic prior, and OLLA / ULLA quality over three sampling
     seeds from that prior and from the forward's terminal law simulated from held-out data (same model, same
-    metric as the rows), which tells a prior mismatch from a poorly learned reverse. Where the rows start from the
-    analytic prior, the first such seed is the row's own run (``row_quality``), not drawn again."""
+    metric as the rows): what the prior mismatch costs. A chain whose forward end keeps more of the data starts
+    closer to it there, so a gap that closes from the forward's end does not by itself clear the reverse model.
+    Where the rows start from the analytic prior, the first such seed is the row's own run (``row_quality``)."""
     out: dict = {}
     q = lambda x: bench.quality(x.double().cpu().numpy(), test, ref)  # noqa: E731
     gen = torch.Generator(device=device).manual_seed(seed + 7)
