@@ -19,8 +19,8 @@ import torch
 
 from cdcore.benchmarks import Benchmark, BenchmarkDataMissing, Paths
 from cdcore.dynamics import forward_paths
-from cdcore.methods.landing import (dynamics_from, forward_end_prior, sample_landing, sample_quality_selector,
-                                    schedule_from, train_landing)
+from cdcore.methods.landing import (Precision, dynamics_from, forward_end_prior, sample_landing,
+                                    sample_quality_selector, schedule_from, train_landing)
 from cdcore.metrics import mmd_rbf, sliced_wasserstein
 from cdcore.profiling import measure
 
@@ -83,8 +83,12 @@ def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.T
 
 
 def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Paths, seed: int = 0,
-                  on_row: Optional[RowFn] = None, log: Callable[[str], None] = print) -> dict:
-    """Returns {"benchmark", "rows": [...], "ratios": {...}} or {"benchmark", "skipped": reason}."""
+                  on_row: Optional[RowFn] = None, log: Callable[[str], None] = print,
+                  precision: Precision = "fp32") -> dict:
+    """Returns {"benchmark", "rows": [...], "ratios": {...}} or {"benchmark", "skipped": reason}.
+
+    Every row samples its network in fp32; another ``precision`` adds OLLA and ULLA rows of the same models with
+    the network at that precision, and the quality difference to fp32 in the ratios."""
     try:
         train, val, test = bench.load(seed, paths)
     except BenchmarkDataMissing as e:
@@ -134,10 +138,13 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
     train_s = time.perf_counter() - t0
 
     rows = []
-    for name, key, handling in _sampler_specs(bench, constraint.n_ineq > 0):
+    specs_run = [(name, key, handling, "fp32") for name, key, handling in _sampler_specs(bench, constraint.n_ineq > 0)]
+    if precision != "fp32":  # the same models' landing samplers with the network at ``precision``
+        specs_run += [(f"{name} {precision}", key, "landing", precision) for name, key in (("OLLA", "od"), ("ULLA", "ud"))]
+    for name, key, handling, prec in specs_run:
         model, schedule, dyn_cfg = models[key]
         prior = prior_of(key, handling)
-        kw = dict(handling=handling, seed=seed + 1, device=device, prior=prior)
+        kw = dict(handling=handling, seed=seed + 1, device=device, prior=prior, precision=prec)
         sample_landing(model, constraint, schedule, dyn_cfg, 8, **kw)  # warm-up: allocator, kernels
         with measure(device) as m:
             res = sample_landing(model, constraint, schedule, dyn_cfg, sc.n_samples, **kw)
@@ -151,7 +158,7 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
         quality = bench.quality(k_np, test, ref) if len(k_np) > 1 else float("nan")
         row = {
             "benchmark": bench.name, "sampler": name, "dynamics": dyn_cfg.kind, "handling": handling,
-            "device": str(device), "n_samples": sc.n_samples, "prior": bench.prior,
+            "device": str(device), "precision": prec, "n_samples": sc.n_samples, "prior": bench.prior,
             "jsd": quality if bench.metric_name == "jsd" else float("nan"),
             "mmd": mmd_rbf(k_np, test) if len(k_np) > 1 else float("nan"),
             "sliced_w": sliced_wasserstein(k_np, test) if len(k_np) > 1 else float("nan"),
@@ -191,6 +198,11 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
         "train_s": train_s,
         **diag,
     }
+    if precision != "fp32":
+        for name in ("OLLA", "ULLA"):
+            low, full = by[f"{name} {precision}"], by[name]
+            ratios[f"{name.lower()}_quality_{precision}_minus_fp32"] = low["quality"] - full["quality"]
+            ratios[f"{name.lower()}_wall_{precision}_over_fp32"] = low["wall_s"] / full["wall_s"]
     return {"benchmark": bench.name, "rows": rows, "ratios": ratios}
 
 

@@ -147,3 +147,39 @@ def landing_bench_overview(path: str | Path, rows: list[dict], ratios: Mapping[s
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def cost_overview(path: str | Path, rows: list[dict], ratios: Mapping[str, Mapping]) -> None:
+    """Sampling cost per benchmark relative to the unconstrained loop of the same dynamics, network and N.
+
+    One bar group per benchmark and dynamics: landing, Newton projection and the network-only floor, on a log
+    axis with the 1.15 target drawn; the figures over the bars are the landing ratio.
+    """
+    names = list(dict.fromkeys(r["benchmark"] for r in rows))
+    by = {(r["benchmark"], r["sampler"]): r for r in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(names) + 3), 4.8), sharey=True)
+    x = np.arange(len(names))
+    for ax, dyn, pre in ((axes[0], "overdamped", "OLLA"), (axes[1], "underdamped", "ULLA")):
+        for j, (s, colour) in enumerate(((pre, "C0"), (f"{pre}-P", "C3"), (f"floor {dyn}", "0.6"))):
+            vals = []
+            for n in names:
+                r, ref = by.get((n, s)), by.get((n, f"unconstrained {dyn}"))
+                vals.append(r["wall_s"] / ref["wall_s"] if r and ref and ref["wall_s"] > 0 else np.nan)
+            ax.bar(x - 0.3 + 0.3 * j, vals, 0.3, color=colour, label=s.replace(f" {dyn}", ""))
+            if j == 0:
+                for xi, v in zip(x, vals):
+                    if np.isfinite(v):
+                        ax.text(xi - 0.3, v, f"{v:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.axhline(1.0, color="k", lw=0.6)
+        ax.axhline(1.15, color="C2", lw=0.8, ls="--", label="target 1.15")
+        ax.set_yscale("log")
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+        r0 = next((r for r in rows if r["dynamics"] == dyn), None)
+        where = f"{r0['device']}, {r0['precision']}" if r0 else ""
+        ax.set_title(f"{dyn} ({where}): wall time / unconstrained loop's", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("same network, N, batch and precision (log)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

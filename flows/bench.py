@@ -23,8 +23,8 @@ from cdcore.report import landing_bench_overview
 from flows import tracking
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ["benchmark", "sampler", "dynamics", "device", "n_samples", "jsd", "mmd", "violation_max", "drop_rate",
-           "nfe", "newton_iters", "wall_s", "peak_mem_mb"]
+COLUMNS = ["benchmark", "sampler", "dynamics", "device", "precision", "n_samples", "jsd", "mmd", "violation_max",
+           "drop_rate", "nfe", "newton_iters", "wall_s", "peak_mem_mb"]
 
 
 def default_paths(root: Path) -> benchmarks.Paths:
@@ -40,7 +40,7 @@ def _log_rows(result: dict, parent_run_id: Optional[str]) -> None:
 
 
 def run_all(scale: str, device: str, only: Optional[list[str]], root: Path, seed: int = 0,
-            parent_run_id: Optional[str] = None) -> dict:
+            parent_run_id: Optional[str] = None, precision: str = "fp32") -> dict:
     dev = resolve_device(device)
     names = only or list(benchmarks.BENCHMARKS)
     paths = default_paths(root)
@@ -50,7 +50,7 @@ def run_all(scale: str, device: str, only: Optional[list[str]], root: Path, seed
         bench = benchmarks.get(name)
         print(f"[bench] {name} ({scale}, {dev})", flush=True)
         try:
-            res = run_benchmark(bench, scale, dev, paths, seed=seed)
+            res = run_benchmark(bench, scale, dev, paths, seed=seed, precision=precision)
         except Exception as e:  # one broken benchmark must not cost the others' results
             res = {"benchmark": name, "error": f"{type(e).__name__}: {e}", "rows": [], "ratios": {}}
             print(f"  FAILED: {res['error']}", flush=True)
@@ -90,7 +90,7 @@ def format_report(report: dict) -> str:
            "wall_s": "{:.3f}", "peak_mem_mb": "{:.0f}"}
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in report["rows"]:
-        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r.get(c, "-")) for c in COLUMNS) + " |")
     lines.append("")
     lines.append("| benchmark | landing/unconstrained wall | projection/landing wall (OD) | (UD) | landing/projection quality "
                  "| ULLA NFE/OLLA NFE | ULLA - OLLA quality | floor (train vs test) |")
@@ -110,6 +110,10 @@ def format_report(report: dict) -> str:
                          f"{q.get('ulla_forward_end_vs_prior_mmd', float('nan')):.4f} | "
                          f"{q.get('prior_vs_prior_mmd', float('nan')):.4f} | {q['ulla_minus_olla_from_prior_mean']:+.3f} | "
                          f"{q['ulla_minus_olla_from_forward_end_mean']:+.3f} |")
+    for name, q in report["ratios"].items():
+        for key in sorted(k for k in q if "_minus_fp32" in k):  # --precision: the same models, network at bf16/tf32
+            wall = key.replace("_quality_", "_wall_").replace("_minus_", "_over_")
+            lines.append(f"\n{name}: {key} {q[key]:+.4f}, {wall} {q[wall]:.2f}")
     for name, why in report["skipped"].items():
         lines.append(f"\nskipped {name}: {why}")
     for name, why in report.get("failed", {}).items():
@@ -118,21 +122,81 @@ def format_report(report: dict) -> str:
 
 
 @task(name="bench-benchmark")
-def bench_task(name: str, scale: str, device: str, root: str, seed: int, parent_run_id: Optional[str]) -> dict:
-    res = run_benchmark(benchmarks.get(name), scale, resolve_device(device), default_paths(Path(root)), seed=seed)
+def bench_task(name: str, scale: str, device: str, root: str, seed: int, parent_run_id: Optional[str],
+               precision: str = "fp32") -> dict:
+    res = run_benchmark(benchmarks.get(name), scale, resolve_device(device), default_paths(Path(root)), seed=seed,
+                        precision=precision)
     _log_rows(res, parent_run_id)
     return res
 
 
 @flow(name="cdcore-bench-landing")
 def bench_flow(scale: str = "ci", device: str = "auto", only: Optional[list[str]] = None, root: str = ".",
-               seed: int = 0) -> dict:
+               seed: int = 0, precision: str = "fp32") -> dict:
     """Fan out one mapped task per benchmark; each logs its rows to MLflow under one parent run."""
     names = only or list(benchmarks.BENCHMARKS)
     with tracking.pipeline_run("cdcore-bench", name=f"bench-landing-{scale}") as parent:
-        futures = bench_task.map(names, scale, device, root, seed, parent)
+        futures = bench_task.map(names, scale, device, root, seed, parent, precision)
         results = [f.result() for f in futures]
     return finish(results, scale, resolve_device(device), Path(root))
+
+
+# ----- `cdcore bench cost`: sampling cost at the released network sizes (cdcore/bench_cost.py) -----------
+def run_cost_all(device: str, precision: str, only: Optional[list[str]], root: Path, n: Optional[int] = None,
+                 runs: int = 3, seed: int = 0) -> dict:
+    """Every benchmark's cost rows and ratios in one process; JSON and plot rewritten after each benchmark."""
+    from cdcore.bench_cost import cpu_batch, run_cost
+    from cdcore.report import cost_overview
+
+    dev = resolve_device(device)
+    results: list[dict] = []
+    report: dict = {}
+    out = root / "reports" / "bench" / "cost.json"
+    for name in only or list(benchmarks.BENCHMARKS):
+        bench = benchmarks.get(name)
+        size = n or (bench.scales["paper"].n_samples if dev.type == "cuda" else cpu_batch(bench))
+        print(f"[bench cost] {name} ({dev}, {precision}, {size} samples, MLP {bench.scales['paper'].depth} x "
+              f"{bench.scales['paper'].hidden})", flush=True)
+        try:
+            res = run_cost(bench, dev, size, precision, runs=runs, seed=seed)
+        except Exception as e:  # one broken benchmark must not cost the others' results
+            res = {"benchmark": name, "error": f"{type(e).__name__}: {e}", "rows": [], "ratios": {}}
+            print(f"  FAILED: {res['error']}", flush=True)
+        else:
+            metrics = {f"{r['sampler']}.wall_s": r["wall_s"] for r in res["rows"]}
+            metrics.update({f"ratio.{k}": float(v) for k, v in res["ratios"].items() if isinstance(v, (int, float))})
+            tracking.log_bench_run("bench-cost", name, metrics)
+        results.append(res)
+        report = {"device": str(dev), "precision": precision, "runs": runs, "torch": torch.__version__,
+                  "host": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                  "rows": [r for x in results for r in x["rows"]],
+                  "ratios": {x["benchmark"]: x["ratios"] for x in results if x["ratios"]},
+                  "failed": {x["benchmark"]: x["error"] for x in results if x.get("error")}}
+        write_text_atomic(out, json.dumps(report, indent=1, default=_json_default))
+        if report["rows"]:
+            cost_overview(out.with_suffix(".png"), report["rows"], report["ratios"])
+    return report
+
+
+def format_cost_report(report: dict) -> str:
+    lines = ["| benchmark | n | OLLA s | unconstrained OD s | floor OD s | OLLA / unconstrained | OLLA-P / OLLA "
+             "| ULLA s | ULLA / unconstrained | ULLA-P / ULLA | landing max violation |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, q in report["ratios"].items():
+        w = {r["sampler"]: r for r in report["rows"] if r["benchmark"] == name}
+        viol = max(w["OLLA"]["violation_max"], w["ULLA"]["violation_max"])
+        lines.append(f"| {name} | {w['OLLA']['n']} | {w['OLLA']['wall_s']:.3f} | "
+                     f"{w['unconstrained overdamped']['wall_s']:.3f} | {w['floor overdamped']['wall_s']:.3f} | "
+                     f"{q['landing_over_unconstrained_od']:.2f} | {q['projection_over_landing_od']:.2f} | "
+                     f"{w['ULLA']['wall_s']:.3f} | {q['landing_over_unconstrained_ud']:.2f} | "
+                     f"{q['projection_over_landing_ud']:.2f} | {viol:.1e} |")
+        if "official_landing_over_ours_od" in q:
+            lines.append(f"|  | official H100 landing / ours: OD {q['official_landing_over_ours_od']:.1f}x, UD "
+                         f"{q['official_landing_over_ours_ud']:.1f}x; OLLA target {q['target_olla_s']} s "
+                         f"{'met' if q['olla_meets_target_s'] else 'missed'} |")
+    for name, why in report.get("failed", {}).items():
+        lines.append(f"\nFAILED {name}: {why}")
+    return "\n".join(lines)
 
 
 # ----- `cdcore bench dual`: the digits fairness benchmark (cdcore/dual_bench.py) -------------------

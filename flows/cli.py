@@ -190,13 +190,14 @@ def check(params: str = ParamsOpt, root: str = RootOpt) -> None:
                + (f"; fine-tuning: {', '.join(p.finetune)}" if p.finetune else ""))
 
 
-BENCH_SUITES = ("landing", "dual", "namm")
+BENCH_SUITES = ("landing", "dual", "namm", "cost")
 
 
 @app.command()
 def bench(
-    method: str = typer.Argument("landing", help="which suite: landing (constrained samplers), dual "
-                                 "(digits fairness: dual training vs baselines) or namm (NAMM vs vanilla diffusion)"),
+    method: str = typer.Argument("landing", help="which suite: landing (constrained samplers), cost (sampling "
+                                 "cost at the released network sizes, untrained), dual (digits fairness: dual "
+                                 "training vs baselines) or namm (NAMM vs vanilla diffusion)"),
     scale: str = typer.Option("ci", "--scale", help="ci: minutes on a CPU; paper: the released sizes (use a GPU); "
                               "dual also has tiny (seconds, for tests)"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
@@ -208,6 +209,11 @@ def bench(
                                           "(default on a CPU: 1)"),
     experiment: str = typer.Option("all", "--experiment", help="dual: fairness | finetune | all; "
                                    "namm: prior (NAMM vs vanilla) | inverse (mirror DPS vs DPS) | all"),
+    precision: str = typer.Option("fp32", "--precision", help="landing and cost: the network's precision, fp32, "
+                                  "tf32 (CUDA) or bf16; the constraint algebra stays in the samples' dtype. landing "
+                                  "adds OLLA / ULLA rows at it beside the fp32 ones"),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="cost: samples per run (default: the paper's on CUDA, "
+                                    "a hundredth of it on a CPU)"),
     root: str = RootOpt,
 ) -> None:
     """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>*.json."""
@@ -224,6 +230,9 @@ def bench(
         return
     if method not in BENCH_SUITES:
         _fail(f"unknown benchmark suite {method!r}; available: {', '.join(BENCH_SUITES)}")
+    if method == "cost":
+        _bench_cost(device, precision, only, n, root)
+        return
     if method == "dual":
         if experiment in ("all", "fairness"):
             _bench_dual(scale, device, only, use_flow, threads, root)
@@ -232,6 +241,7 @@ def bench(
         return
     if scale not in ("ci", "paper"):
         _fail(f"--scale must be ci or paper, got {scale!r}")
+    _check_precision(device, precision)
     from cdcore import benchmarks
     from flows.bench import bench_flow, format_report, run_all
 
@@ -239,14 +249,45 @@ def bench(
         if name not in benchmarks.BENCHMARKS:
             _fail(f"unknown benchmark {name!r}; available: {', '.join(benchmarks.BENCHMARKS)}")
     if use_flow:
-        report = bench_flow(scale=scale, device=device, only=only, root=root)
+        report = bench_flow(scale=scale, device=device, only=only, root=root, precision=precision)
     else:
-        report = run_all(scale, device, only, Path(root))
+        report = run_all(scale, device, only, Path(root), precision=precision)
     typer.echo("\n" + format_report(report))
     typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'landing.json'}")
     if report.get("failed"):
         _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])} (their errors are above "
               "and in the JSON's 'failed'; the other rows were written)")
+
+
+def _check_precision(device: str, precision: str) -> None:
+    if precision not in ("fp32", "tf32", "bf16"):
+        _fail(f"--precision must be fp32, tf32 or bf16, got {precision!r}")
+    from cdcore.profiling import resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as e:
+        _fail(str(e))
+    if precision == "tf32" and dev.type != "cuda":
+        _fail(f"--precision tf32 is a CUDA tensor-core mode; on {dev.type} use fp32 or bf16")
+
+
+def _bench_cost(device: str, precision: str, only: Optional[List[str]], n: Optional[int], root: str) -> None:
+    from cdcore import benchmarks
+    from flows.bench import format_cost_report, run_cost_all
+
+    _check_precision(device, precision)
+    for name in only or []:
+        if name not in benchmarks.BENCHMARKS:
+            _fail(f"unknown benchmark {name!r}; available: {', '.join(benchmarks.BENCHMARKS)}")
+    try:
+        report = run_cost_all(device, precision, only, Path(root), n=n)
+    except (ValueError, RuntimeError) as e:
+        _fail(str(e))
+    typer.echo("\n" + format_cost_report(report))
+    typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'cost.json'}")
+    if report.get("failed"):
+        _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])}")
 
 
 def _bench_finetune(scale: str, device: str, threads: Optional[int], root: str) -> None:

@@ -92,6 +92,24 @@ def test_harness_runs_every_sampler_with_ratios(name):
         assert len(res["ratios"][key]) == 3 and np.isfinite(res["ratios"][key]).all()
 
 
+def test_harness_adds_the_same_models_landing_rows_at_another_precision():
+    """--precision bf16: OLLA and ULLA of the same models again with the network in bf16, beside the fp32 rows; the
+    samples stay on the set and the quality moves by the network's rounding only."""
+    b = replace(benchmarks.get("torus"), scales={"tiny": TINY})
+    b = replace(b, od_schedule=b.od_schedule.model_copy(update={"N": 10}),
+                ud_schedule=b.ud_schedule.model_copy(update={"N": 5}))
+    res = run_benchmark(b, "tiny", torch.device("cpu"), PATHS, log=lambda s: None, precision="bf16")
+    assert [r["sampler"] for r in res["rows"]][-2:] == ["OLLA bf16", "ULLA bf16"]
+    by = {r["sampler"]: r for r in res["rows"]}
+    assert by["OLLA"]["precision"] == "fp32" and by["ULLA bf16"]["precision"] == "bf16"
+    q = res["ratios"]
+    for s in ("OLLA", "ULLA"):
+        low = by[f"{s} bf16"]
+        assert low["drop_rate"] == 0.0 and low["violation_max"] < 1e-4 and low["nfe"] == by[s]["nfe"]
+        assert q[f"{s.lower()}_quality_bf16_minus_fp32"] == low["quality"] - by[s]["quality"]
+        assert abs(q[f"{s.lower()}_quality_bf16_minus_fp32"]) < 0.05
+
+
 def test_forward_end_prior_lies_on_the_set_and_keeps_the_data_law_when_the_forward_is_short():
     """The forward-end start must be the forward chain's terminal law: on Σ, and for a short forward still the
     data's law, which the analytic prior is not; one pool serves every call, drawn without replacement."""

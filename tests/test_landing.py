@@ -313,3 +313,29 @@ def test_underdamped_velocity_gain_starts_at_zero_and_old_weights_load_unchanged
     assert torch.equal(model.vgain, torch.zeros(11))
     plain = model(x, v, 3)
     assert torch.allclose(moved - plain, 0.7 * v * model.scales[3], atol=1e-6)
+
+
+def test_bf16_network_leaves_the_constraint_algebra_in_the_samples_dtype():
+    """precision bf16 runs the network's matmuls in bf16 while landing and the terminal projection act on the
+    float32 samples: the residual stays the fp32 run's, and with the same noise the samples barely move."""
+    sched = NoiseSchedule(kind="linear", sigma_min=0.05, sigma_max=1.0, T=2.0, N=20)
+    dc = DynamicsCfg(kind="overdamped", landing="implicit", alpha=50.0)
+    model = build_model(3, sched, dc, ModelCfg(hidden=32, depth=2, time_features=4))
+    seen: list = []
+    model.mlp.net[0].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    full = sample_landing(model, S2, sched, dc, 256, seed=1)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    half = sample_landing(model, S2, sched, dc, 256, seed=1, precision="bf16")
+    assert set(seen) == {torch.bfloat16}
+    assert half.x.dtype == full.x.dtype and float(S2.violation(half.x.double()).max()) <= 1e-5
+    moved = (half.x - full.x).norm(dim=1)
+    assert 0 < float(moved.median()) < 0.02
+
+
+def test_tf32_off_cuda_is_refused_with_the_fix():
+    sched = NoiseSchedule(kind="linear", sigma_min=0.05, sigma_max=1.0, T=2.0, N=4)
+    dc = DynamicsCfg(kind="overdamped", landing="implicit", alpha=50.0)
+    model = build_model(3, sched, dc, ModelCfg(hidden=8, depth=1, time_features=2))
+    with pytest.raises(ValueError, match="CUDA tensor-core mode; on cpu use 'fp32' or 'bf16'"):
+        sample_landing(model, S2, sched, dc, 8, precision="tf32")

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
 from cdcore.constraints import Constraint
-from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, forward_paths, sample, step_active
+from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, ScoreFn, forward_paths, sample, step_active
 from cdcore.nets import ScoreModel
 from cdcore.profiling import resolve_device  # noqa: F401  (re-exported: stages and benches import it from here)
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
@@ -327,13 +327,49 @@ def sample_quality_selector(constraint: Constraint, schedule: NoiseSchedule, dyn
     return select
 
 
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
+def at_precision(model: ScoreModel, precision: Precision, device: torch.device) -> ScoreFn:
+    """The score network at ``precision``; what the sampler does with its output (tangent projection, landing,
+    Newton) stays in the samples' dtype, so the constraint residual does not inherit the network's rounding.
+
+    bf16 runs the network under autocast (CUDA or CPU); tf32 lets CUDA matmuls use tensor cores for the
+    network's calls only and restores the global flag after each call.
+    """
+    if precision == "fp32":
+        return model
+    if precision == "bf16":
+        def bf16(x: Tensor, v: Optional[Tensor], k: int) -> Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out = model(x, v, k)
+            return out.to(x.dtype)
+
+        return bf16
+    if precision == "tf32":
+        if device.type != "cuda":
+            raise ValueError(f"precision 'tf32' is a CUDA tensor-core mode; on {device.type} use 'fp32' or 'bf16'")
+
+        def tf32(x: Tensor, v: Optional[Tensor], k: int) -> Tensor:
+            before = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            try:
+                return model(x, v, k)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = before
+
+        return tf32
+    raise ValueError(f"precision must be fp32, tf32 or bf16, got {precision!r}")
+
+
 def sample_landing(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn_cfg: DynamicsCfg,
                    n: int, handling: str = "landing", seed: int = 0, device: torch.device | str = "cpu",
                    batch_size: int = 100_000, prior: Optional[PriorFn] = None,
-                   terminal_projection: bool = True) -> PathResult:
+                   terminal_projection: bool = True, precision: Precision = "fp32") -> PathResult:
     """Draw n samples in batches; ``handling`` switches landing (OLLA/ULLA) and projection (-P)."""
     device = torch.device(device)
     model = model.to(device).eval()
+    score = at_precision(model, precision, device)
     dyn = dynamics_from(dyn_cfg, handling)
     if not terminal_projection:
         from dataclasses import replace
@@ -344,7 +380,7 @@ def sample_landing(model: ScoreModel, constraint: Constraint, schedule: NoiseSch
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x0 = prior(m, gen) if prior is not None else None
-        parts.append(sample(model, constraint, schedule, dyn, m, generator=gen, device=device, x_init=x0))
+        parts.append(sample(score, constraint, schedule, dyn, m, generator=gen, device=device, x_init=x0))
     x = torch.cat([p.x for p in parts])
     return PathResult(x=x, dropped=torch.cat([p.dropped for p in parts]), nfe=schedule.N,
                       newton_iters=torch.cat([p.newton_iters for p in parts]))
