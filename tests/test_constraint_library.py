@@ -241,6 +241,19 @@ def test_robot_fk_and_residuals_against_homogeneous_chain():
     assert rel_err(d.g_jac(x), fd_jacobian(d.g, x)) < 1e-5
 
 
+def test_robot_one_pass_geometry_equals_the_four_pass_one():
+    """RobotArm.stacked runs the FK chain once for h, g and both Jacobians; it must give the generic
+    (c_eps, J, active) exactly, with the active set derived or given."""
+    from cdcore.constraints.base import Constraint
+
+    c = RobotArm(clearance=0.2)  # some obstacle rows active at the data
+    x = near("robot_arm", n=4, scale=0.02)
+    for active in (None, torch.zeros(4, c.n_ineq, dtype=torch.bool)):
+        fast, generic = c.stacked(x, active), Constraint.stacked(c, x, active)
+        assert all(torch.equal(a, b) for a, b in zip(fast, generic))
+    assert bool(c.stacked(x)[2].any())
+
+
 def test_implicit_surfaces_are_signed_offsets_along_a_parametrisation():
     gen = torch.Generator().manual_seed(3)
     u, v = 2 * math.pi * torch.rand(2, 50, generator=gen, dtype=F64)

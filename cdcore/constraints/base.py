@@ -177,17 +177,25 @@ class Constraint:
 
     def stacked(self, x: Tensor, active: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
         """(c_eps, J, active) with inactive inequality rows zeroed."""
+        h = (self.h(x), self.h_jac(x)) if self.n_eq else None
+        g = (self.g(x), self.g_jac(x)) if self.n_ineq else None
+        return self._stack(x, h, g, active)
+
+    def _stack(self, x: Tensor, h: Optional[tuple[Tensor, Tensor]], g: Optional[tuple[Tensor, Tensor]],
+               active: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """``stacked`` from (h, ∂h) and (g, ∂g): a constraint that computes them in one pass overrides
+        ``stacked`` and ends here."""
         cs, js = [], []
-        if self.n_eq:
-            cs.append(self.h(x))
-            js.append(self.h_jac(x))
-        if self.n_ineq:
-            gx = self.g(x)
+        if h is not None:
+            cs.append(h[0])
+            js.append(h[1])
+        if g is not None:
+            gx, gj = g
             if active is None:
                 active = gx >= -self.cutoff
             m = active.to(x.dtype)
             cs.append((gx + self.eps) * m)
-            js.append(self.g_jac(x) * m.unsqueeze(-1))
+            js.append(gj * m.unsqueeze(-1))
         else:
             active = x.new_zeros(x.shape[0], 0, dtype=torch.bool)
         return torch.cat(cs, dim=1), torch.cat(js, dim=1), active

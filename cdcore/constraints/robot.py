@@ -30,6 +30,7 @@ from an obstacle centre).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -70,6 +71,19 @@ REFERENCE_PATH = (
 )
 
 
+@functools.lru_cache(maxsize=16)
+def _dh_constants(dtype: torch.dtype, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+    """Per-joint t_k and RotX(α_k), built once per dtype and device (the chain runs several times a step)."""
+    ts, rxs = [], []
+    for i in range(7):
+        ca, sa = math.cos(PANDA_ALPHA[i]), math.sin(PANDA_ALPHA[i])
+        ca = 0.0 if abs(ca) < 1e-12 else ca
+        sa = 0.0 if abs(sa) < 1e-12 else sa
+        ts.append(torch.tensor([PANDA_A[i], -PANDA_D[i] * sa, PANDA_D[i] * ca], dtype=dtype, device=device))
+        rxs.append(torch.tensor([[1.0, 0.0, 0.0], [0.0, ca, -sa], [0.0, sa, ca]], dtype=dtype, device=device))
+    return ts, rxs
+
+
 def _panda_chain(cos_q: Tensor, sin_q: Tensor, flange: float, with_jacobian: bool):
     """Forward pass (and optionally the analytic Jacobian) of the modified-DH chain.
 
@@ -82,13 +96,7 @@ def _panda_chain(cos_q: Tensor, sin_q: Tensor, flange: float, with_jacobian: boo
     """
     shape = cos_q.shape[:-1]
     dt, dev = cos_q.dtype, cos_q.device
-    ts, rxs = [], []
-    for i in range(7):
-        ca, sa = math.cos(PANDA_ALPHA[i]), math.sin(PANDA_ALPHA[i])
-        ca = 0.0 if abs(ca) < 1e-12 else ca
-        sa = 0.0 if abs(sa) < 1e-12 else sa
-        ts.append(torch.tensor([PANDA_A[i], -PANDA_D[i] * sa, PANDA_D[i] * ca], dtype=dt, device=dev))
-        rxs.append(torch.tensor([[1.0, 0.0, 0.0], [0.0, ca, -sa], [0.0, sa, ca]], dtype=dt, device=dev))
+    ts, rxs = _dh_constants(dt, dev)
     R = torch.eye(3, dtype=dt, device=dev).expand(*shape, 3, 3)
     p = cos_q.new_zeros(*shape, 3)
     links, Ms = [], []
@@ -193,6 +201,9 @@ class RobotArm(Constraint):
     def h(self, x: Tensor) -> Tensor:
         c, s = self._cs(x)
         _, ee = panda_fk(c, s, self.flange)
+        return self._h_of(x, c, s, ee)
+
+    def _h_of(self, x: Tensor, c: Tensor, s: Tensor, ee: Tensor) -> Tensor:
         start = torch.tensor(self.start, dtype=x.dtype, device=x.device)
         goal = torch.tensor(self.goal, dtype=x.dtype, device=x.device)
         return torch.cat(
@@ -207,6 +218,9 @@ class RobotArm(Constraint):
 
     def g(self, x: Tensor) -> Tensor:
         links, _ = self.fk(x)
+        return self._g_of(x, links)
+
+    def _g_of(self, x: Tensor, links: Tensor) -> Tensor:
         links = links[:, :, [i - 1 for i in self.links]]
         obs = torch.tensor(self.obstacles, dtype=x.dtype, device=x.device)  # (K, 3)
         dist = (links.unsqueeze(-2) - obs).norm(dim=-1)  # (B, T, L, K)
@@ -215,8 +229,11 @@ class RobotArm(Constraint):
     # analytic Jacobians: per-waypoint FK derivatives placed block-diagonally
     def h_jac(self, x: Tensor) -> Tensor:
         c, s = self._cs(x)
-        B, T = x.shape[0], self.T
         _, Jp = panda_fk_jacobian(c, s, self.flange)  # (B, T, 8, 3, 14)
+        return self._h_jac_of(x, c, s, Jp)
+
+    def _h_jac_of(self, x: Tensor, c: Tensor, s: Tensor, Jp: Tensor) -> Tensor:
+        B, T = x.shape[0], self.T
         Jee = Jp[:, :, 7]  # (B, T, 3, 14)
         z_rows = _block_diag(Jee[:, :, 2:3])  # (B, T, 140)
         joint = torch.cat([torch.diag_embed(2 * c), torch.diag_embed(2 * s)], dim=-1)  # (B, T, 7, 14)
@@ -227,14 +244,24 @@ class RobotArm(Constraint):
 
     def g_jac(self, x: Tensor) -> Tensor:
         c, s = self._cs(x)
-        B, T, K = x.shape[0], self.T, len(self.obstacles)
         P, Jp = panda_fk_jacobian(c, s, self.flange)
+        return self._g_jac_of(x, P, Jp)
+
+    def _g_jac_of(self, x: Tensor, P: Tensor, Jp: Tensor) -> Tensor:
+        B, T, K = x.shape[0], self.T, len(self.obstacles)
         obs = torch.tensor(self.obstacles, dtype=x.dtype, device=x.device)
         sel = [i - 1 for i in self.links]
         diff = P[:, :, sel].unsqueeze(-2) - obs  # (B, T, L, K, 3)
         unit = diff / diff.norm(dim=-1, keepdim=True)
         rows = -torch.einsum("btlki,btliw->btlkw", unit, Jp[:, :, sel])  # (B, T, L, K, 14)
         return _block_diag(rows.reshape(B, T, len(sel) * K, 14))
+
+    def stacked(self, x: Tensor, active: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """h, g and both Jacobians from one FK pass (the generic path runs the chain four times)."""
+        c, s = self._cs(x)
+        P, Jp = panda_fk_jacobian(c, s, self.flange)
+        return self._stack(x, (self._h_of(x, c, s, P[..., 7, :]), self._h_jac_of(x, c, s, Jp)),
+                           (self._g_of(x, P[..., :7, :]), self._g_jac_of(x, P, Jp)), active)
 
     def row_blocks(self) -> RowBlocks:
         """Every row reads one waypoint (the start rows waypoint 0, the goal rows the last): one block of
