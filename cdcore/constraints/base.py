@@ -227,6 +227,11 @@ class Constraint:
         Jg = J if blocks is None else blocks.local(J)
         return Geometry(c=c, J=J, chol=self._chol(Jg @ Jg.mT), active=active, blocks=blocks)
 
+    def step_geometry(self, x: Tensor) -> Optional[Geometry]:
+        """The geometry an explicit landing step shares between P(x) and N(x), or None where the constraint's
+        own tangent and normal step need none (closed forms)."""
+        return self.geometry(x)
+
     # ----- geometry --------------------------------------------------------
     def tangent(self, x: Tensor, v: Tensor, geo: Optional[Geometry] = None) -> Tensor:
         """P(x) v = v − Jᵀ G⁻¹ J v."""

@@ -150,6 +150,11 @@ class SpecialOrthogonal(Constraint):
         # both branches, selected per sample: no host sync inside sampling loops
         return torch.where(off.unsqueeze(1), self.tangent_exact(x, v), self.tangent_on_manifold(x, v))
 
+    def step_geometry(self, x: Tensor) -> Optional[Geometry]:
+        """None: the closed-form tangent and normal step need no Jacobian or Gram (a generic one would also
+        replace them, with other numbers off the manifold)."""
+        return None
+
     def normal_step(self, x: Tensor, geo: Optional[Geometry] = None) -> Tensor:
         """Minimum-norm Gauss–Newton step to R Rᵀ = I without the 55×55 Gram of the generic path.
 
