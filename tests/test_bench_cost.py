@@ -10,6 +10,9 @@ from cdcore import benchmarks
 from cdcore.bench_cost import OFFICIAL_H100, cost_ratios, run_cost
 from cdcore.config import ModelCfg
 from flows.cli import app
+# Imported here, not first inside CliRunner.invoke: importing prefect binds its console log handler to the
+# current stderr, and CliRunner's is closed after the call, which broke every later flow's logging.
+from flows.bench import format_cost_report  # noqa: F401
 
 TINY_NET = ModelCfg(hidden=16, depth=1, time_features=2)
 SAMPLERS = ["OLLA", "OLLA-P", "unconstrained overdamped", "floor overdamped",
@@ -46,6 +49,8 @@ def test_official_figures_enter_only_at_their_protocol():
 
 def test_cli_bench_cost_writes_json_and_plot_and_refuses_tf32_on_cpu(tmp_path, monkeypatch):
     import cdcore.bench_cost as bc
+
+    monkeypatch.setenv("CDCORE_TRACKING", "off")
 
     monkeypatch.setattr(bc, "cpu_batch", lambda bench: 32)
     orig = bc.run_cost
