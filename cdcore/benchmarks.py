@@ -250,7 +250,12 @@ _big = {"ci": Scale(n_samples=500, train_steps=400, hidden=128, depth=3, max_tra
 # floor 0.24; so10_circle 0.38 → 0.18 at 1600), so the comparison measured training speed more than the samplers.
 # An earth model trains 12000 steps in about 50 s on 2 CPU cores; an SO(10) one 1600 steps in about 70 s.
 _earth = {"ci": replace(_small["ci"], train_steps=12000, refreshes=6), "paper": _small["paper"]}
-_so10_scales = {"ci": replace(_big["ci"], train_steps=1600, refreshes=4), "paper": _big["paper"]}
+# SO(10) at ci caches the paths of every training point (1600 so10_circle, 3200 mixtures; the generic big-data cap is
+# 256): so10_circle's data are one curve, and its kinetic model, whose input carries the next step's velocity,
+# fitted 256 points' paths and left the curve (validation path loss 1030 → 1023 with all points, ULLA JSD
+# 0.456 → 0.373 on the validation split over three sampling seeds; OLLA 0.165 → 0.173). The mixtures did not care
+# (so10_3w ULLA 0.191 → 0.189). Simulating 1600–3200 paths on SO(10) with the closed-form steps takes seconds.
+_so10_scales = {"ci": replace(_big["ci"], train_steps=1600, refreshes=4, max_train=4096), "paper": _big["paper"]}
 # The robot's kinetic model was the limit at 300 steps: ULLA samples moved from their forward-end start without
 # reaching the data (PCA-histogram JSD 0.69 at the start → 0.71; validation path loss 5977), 1200 steps 0.58 (5042),
 # 2400 steps 0.50 (4598), against OLLA 0.48 and a train-vs-test floor of 0.45. Both dynamics train 2400 steps.
