@@ -303,6 +303,23 @@ def test_prior_is_feasible_and_projection_keeps_it(name):
     assert float((proj.x - x).norm(dim=1).max()) < 1e-3  # already (nearly) on Σ: barely moves
 
 
+def test_projected_draws_redraws_failed_proposals_and_names_the_set_when_none_converge():
+    torus = build("torus")
+    calls = []
+
+    def half_nan(k):  # over half the proposals are unprojectable: redrawn, never returned
+        calls.append(k)
+        x = 3.0 * torch.randn(k, 3, generator=torch.Generator().manual_seed(len(calls)), dtype=F64)
+        x[: k // 2 + 1] = float("nan")
+        return x
+
+    x = torus.projected_draws(half_nan, 11, tol=1e-9)
+    assert x.shape == (11, 3) and torch.isfinite(x).all() and float(torus.violation(x).max()) <= 1e-9
+    assert calls[:2] == [22, 8]  # at most 10 of the first 22 converge: a second, smaller round is drawn
+    with pytest.raises(RuntimeError, match=r"torus prior: only 0 of 4 .* raise max_rounds"):
+        torus.projected_draws(lambda k: torch.full((k, 3), float("nan"), dtype=F64), 4, max_rounds=3)
+
+
 def test_son_haar_prior_has_positive_determinant_and_haar_moments():
     c = SpecialOrthogonal(10)
     R = c.sample_prior(2000, generator=torch.Generator().manual_seed(0)).to(F64).reshape(-1, 10, 10)

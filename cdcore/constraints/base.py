@@ -334,6 +334,36 @@ class Constraint:
         return ok
 
     # ----- sampling support -----------------------------------------------
+    def projected_draws(
+        self,
+        propose: Callable[[int], Tensor],
+        n: int,
+        tol: float = 1e-8,
+        max_iter: int = 30,
+        min_batch: int = 8,
+        max_rounds: int = 20,
+    ) -> Tensor:
+        """n proposals Newton-projected onto Σ, redrawing those that fail.
+
+        A prior built this way never hands the sampler an off-set point: a proposal that does
+        not converge, or converges above ``tol``, is replaced by a fresh one, not kept.
+        """
+        out, have = [], 0
+        for _ in range(max_rounds):
+            proj = self.project(propose(max(2 * (n - have), min_batch)), tol=tol, max_iter=max_iter)
+            ok = proj.converged & torch.isfinite(proj.x).all(dim=1) & (self.violation(proj.x) <= tol)
+            out.append(proj.x[ok])
+            have += int(ok.sum())
+            if have >= n:
+                break
+        x = torch.cat(out)[:n]
+        if x.shape[0] < n:
+            raise RuntimeError(
+                f"{self.name} prior: only {x.shape[0]} of {n} proposals projected onto the set in {max_rounds} "
+                "rounds; lower the proposal noise or raise max_rounds"
+            )
+        return x
+
     def sample_prior(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> Tensor:
         """A reference distribution on Σ to start backward sampling from."""
         raise NotImplementedError(f"{type(self).__name__} defines no prior; give initial points explicitly")

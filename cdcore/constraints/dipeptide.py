@@ -137,24 +137,17 @@ class Dipeptide(Constraint):
         """
         ref = torch.tensor(REFERENCE_CONFORMATION, dtype=torch.float64, device=device)
         ref = ref - ref.mean(0)
-        out, have = [], 0
-        for _ in range(max_rounds):
-            k = max(2 * (n - have), 8)
+
+        def propose(k: int) -> Tensor:
             Q, Rq = torch.linalg.qr(torch.randn(k, 3, 3, generator=generator, device=device, dtype=torch.float64))
             Q = Q * torch.sign(torch.diagonal(Rq, dim1=-2, dim2=-1)).unsqueeze(-2)
             Q = Q * torch.sign(torch.linalg.det(Q)).view(k, 1, 1)  # proper rotations
             X = ref.unsqueeze(0) @ Q.transpose(1, 2)
             X = X + noise * torch.randn(k, 10, 3, generator=generator, device=device, dtype=torch.float64)
             X = X + torch.randn(k, 1, 3, generator=generator, device=device, dtype=torch.float64)
-            proj = self.project(X.reshape(k, 30), tol=1e-8)
-            ok = proj.converged & (self.violation(proj.x) <= 1e-8)
-            out.append(proj.x[ok])
-            have += int(ok.sum())
-            if have >= n:
-                break
-        x = torch.cat(out)[:n]
-        if x.shape[0] < n:
-            raise RuntimeError(f"dipeptide prior: only {x.shape[0]} of {n} samples projected")
+            return X.reshape(k, 30)
+
+        x = self.projected_draws(propose, n, max_rounds=max_rounds)
         return x.to(torch.get_default_dtype())
 
     def spec(self) -> dict:

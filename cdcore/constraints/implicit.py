@@ -46,20 +46,9 @@ class ImplicitSurface(Constraint):
         self, n: int, generator: Optional[torch.Generator], device, tol: float = 1e-9, max_rounds: int = 50
     ) -> Tensor:
         """Gaussian proposals Newton-projected onto Σ (float64); non-converged redrawn."""
-        out, have = [], 0
-        for _ in range(max_rounds):
-            k = max(2 * (n - have), 16)
-            x = self._proposal(k, generator, device)
-            proj = self.project(x, tol=tol, max_iter=50)
-            ok = proj.converged & torch.isfinite(proj.x).all(dim=1) & (self.violation(proj.x) <= tol)
-            out.append(proj.x[ok])
-            have += int(ok.sum())
-            if have >= n:
-                break
-        x = torch.cat(out)[:n]
-        if x.shape[0] < n:
-            raise RuntimeError(f"{self.name}: only {x.shape[0]} of {n} points projected onto the surface")
-        return x
+        return self.projected_draws(
+            lambda k: self._proposal(k, generator, device), n, tol=tol, max_iter=50, min_batch=16, max_rounds=max_rounds
+        )
 
     def sample_prior(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> Tensor:
         """Points on Σ: Gaussian proposals projected by Newton (not exactly uniform)."""

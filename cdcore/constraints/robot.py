@@ -290,20 +290,12 @@ class RobotArm(Constraint):
         if self.T != ref.shape[0]:
             raise NotImplementedError(f"the reference path has {ref.shape[0]} waypoints, not {self.T}")
         q = torch.atan2(ref[:, 7:], ref[:, :7])
-        out, have = [], 0
-        for _ in range(max_rounds):
-            k = max(2 * (n - have), 8)
+
+        def propose(k: int) -> Tensor:
             qk = q + noise * torch.randn(k, self.T, 7, generator=generator, device=device, dtype=torch.float64)
-            x = torch.cat([torch.cos(qk), torch.sin(qk)], dim=-1).reshape(k, self.dim)
-            proj = self.project(x, tol=1e-8)
-            ok = proj.converged & (self.violation(proj.x) <= 1e-8)
-            out.append(proj.x[ok])
-            have += int(ok.sum())
-            if have >= n:
-                break
-        x = torch.cat(out)[:n]
-        if x.shape[0] < n:
-            raise RuntimeError(f"robot prior: only {x.shape[0]} of {n} samples projected")
+            return torch.cat([torch.cos(qk), torch.sin(qk)], dim=-1).reshape(k, self.dim)
+
+        x = self.projected_draws(propose, n, max_rounds=max_rounds)
         return x.to(torch.get_default_dtype())
 
     def spec(self) -> dict:
