@@ -439,3 +439,33 @@ def test_overdamped_loss_minimiser_in_the_sampler_converges_at_first_order():
     assert float((x_fine.mean(0) - m).norm()) < 0.02
     assert fine < 0.05
     assert coarse > 2.0 * fine
+
+
+def test_path_loss_projects_with_the_tangent_the_sampler_steps_with():
+    """The loss's P is the sampler's: SO(n) in closed-form mode is trained with ½(U − R Uᵀ R), as it samples,
+    not with the generic Jacobian projection (which differs off the manifold, where landing iterates sit)."""
+    from cdcore.constraints import Constraint
+    from cdcore.constraints.son import SpecialOrthogonal
+    from cdcore.methods.landing import _projector, overdamped_step_loss
+
+    c = SpecialOrthogonal(4, tangent_mode="manifold")
+    gen = torch.Generator().manual_seed(0)
+    x = c.sample_prior(32, generator=gen).double()
+    x = x + 3e-2 * torch.randn(x.shape, generator=gen, dtype=x.dtype)  # off SO(4), as a forward iterate may be
+    v = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    P = _projector(c, x, ambient=False)
+    assert torch.allclose(P(v), c.tangent_on_manifold(x, v), atol=1e-12)
+    assert float((P(v) - Constraint.tangent(c, x, v)).abs().max()) > 1e-3  # the generic one would differ here
+
+    sched = NoiseSchedule("constant", 0.5, 0.5, 1.0, 4)
+    paths = torch.stack([x + 1e-2 * k * v for k in range(5)], dim=1)  # (B, N+1, d)
+    idx, k = torch.arange(8), torch.tensor([0, 1, 2, 3] * 2)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, v, k):
+            return torch.zeros_like(x)
+
+    loss = overdamped_step_loss(Zero(), c, sched, paths, idx, k)
+    x_k, x_k1 = paths[idx, k], paths[idx, k + 1]
+    r = c.tangent_on_manifold(x_k1, x_k - x_k1) / (0.5 * sched.dt ** 0.5)
+    assert torch.allclose(loss, 0.5 * r.pow(2).sum(dim=1), rtol=1e-10)

