@@ -242,15 +242,20 @@ def test_robot_fk_and_residuals_against_homogeneous_chain():
 
 
 def test_robot_one_pass_geometry_equals_the_four_pass_one():
-    """RobotArm.stacked runs the FK chain once for h, g and both Jacobians; it must give the generic
-    (c_eps, J, active) exactly, with the active set derived or given."""
+    """RobotArm.parts runs the FK chain once for h, g and both Jacobians; it must give the generic
+    (h, ∂h), (g, ∂g) exactly, and a stack cut from given parts the one computed afresh, with the active set
+    derived or given (the kinetic loss cuts two active sets from one evaluation)."""
     from cdcore.constraints.base import Constraint
 
     c = RobotArm(clearance=0.2)  # some obstacle rows active at the data
     x = near("robot_arm", n=4, scale=0.02)
+    fast, generic = c.parts(x), Constraint.parts(c, x)
+    assert all(torch.equal(a, b) for pa, pb in zip(fast, generic) for a, b in zip(pa, pb))
     for active in (None, torch.zeros(4, c.n_ineq, dtype=torch.bool)):
-        fast, generic = c.stacked(x, active), Constraint.stacked(c, x, active)
-        assert all(torch.equal(a, b) for a, b in zip(fast, generic))
+        given, afresh = c.stacked(x, active, fast), c.stacked(x, active)
+        assert all(torch.equal(a, b) for a, b in zip(given, afresh))
+        geo_given, geo = c.geometry(x, active, fast), c.geometry(x, active)
+        assert torch.equal(geo_given.chol, geo.chol) and torch.equal(geo_given.J, geo.J)
     assert bool(c.stacked(x)[2].any())
 
 

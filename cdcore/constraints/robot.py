@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from cdcore.constraints.base import Constraint, RowBlocks
+from cdcore.constraints.base import Constraint, Parts, RowBlocks
 from cdcore.constraints.library import register
 
 PANDA_A = (0.0, 0.0, 0.0, 0.0825, -0.0825, 0.0, 0.088)
@@ -256,12 +256,12 @@ class RobotArm(Constraint):
         rows = -torch.einsum("btlki,btliw->btlkw", unit, Jp[:, :, sel])  # (B, T, L, K, 14)
         return _block_diag(rows.reshape(B, T, len(sel) * K, 14))
 
-    def stacked(self, x: Tensor, active: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    def parts(self, x: Tensor) -> Parts:
         """h, g and both Jacobians from one FK pass (the generic path runs the chain four times)."""
         c, s = self._cs(x)
         P, Jp = panda_fk_jacobian(c, s, self.flange)
-        return self._stack(x, (self._h_of(x, c, s, P[..., 7, :]), self._h_jac_of(x, c, s, Jp)),
-                           (self._g_of(x, P[..., :7, :]), self._g_jac_of(x, P, Jp)), active)
+        return ((self._h_of(x, c, s, P[..., 7, :]), self._h_jac_of(x, c, s, Jp)),
+                (self._g_of(x, P[..., :7, :]), self._g_jac_of(x, P, Jp)))
 
     def row_blocks(self) -> RowBlocks:
         """Every row reads one waypoint (the start rows waypoint 0, the goal rows the last): one block of

@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
 from cdcore.constraints import Constraint
+from cdcore.constraints.base import Parts
 from cdcore.dynamics import DynamicsConfig, NoiseSchedule, PathResult, ScoreFn, forward_paths, sample, step_active
 from cdcore.nets import ScoreModel
 from cdcore.profiling import resolve_device  # noqa: F401  (re-exported: stages and benches import it from here)
@@ -60,7 +61,8 @@ def build_model(dim: int, schedule: NoiseSchedule, dyn: DynamicsCfg, model: Mode
 Projector = Callable[[Tensor], Tensor]
 
 
-def _projector(constraint: Constraint, x: Tensor, ambient: bool, active: Optional[Tensor] = None) -> Projector:
+def _projector(constraint: Constraint, x: Tensor, ambient: bool, active: Optional[Tensor] = None,
+               parts: Optional[Parts] = None) -> Projector:
     """P(x)· with the geometry computed once (no gradient through it); identity for ambient diffusion.
     ``active`` overrides the inequality rows removed (see ``dynamics.step_active``). Without it, the sampler's
     own step geometry: a constraint with a closed-form tangent (SO(n)) is trained with the P it samples with,
@@ -68,7 +70,7 @@ def _projector(constraint: Constraint, x: Tensor, ambient: bool, active: Optiona
     if ambient:
         return lambda v: v
     with torch.no_grad():
-        geo = constraint.step_geometry(x) if active is None else constraint.geometry(x, active)
+        geo = constraint.step_geometry(x) if active is None else constraint.geometry(x, active, parts)
     return lambda v: constraint.tangent(x, v, geo)
 
 
@@ -99,8 +101,10 @@ def underdamped_step_loss(model: ScoreModel, constraint: Constraint, schedule: N
     # for the velocity), as the sampler's velocity reconstruction does: a landing jump to g = −ε is not a speed
     with torch.no_grad():
         into, out_of = step_active(constraint, x_k, x_k1), step_active(constraint, x_k1, x_k2, at_start=True)
-    P = _projector(constraint, x_k1, ambient, into)
-    P_v = P if into is None else _projector(constraint, x_k1, ambient, out_of)
+        # two active sets at one point: the constraint (the robot's forward kinematics) is evaluated once
+        parts = None if ambient or into is None else constraint.parts(x_k1)
+    P = _projector(constraint, x_k1, ambient, into, parts)
+    P_v = P if into is None else _projector(constraint, x_k1, ambient, out_of, parts)
     with torch.no_grad():
         noise = torch.randn(x_k1.shape, generator=generator, device=x_k1.device, dtype=x_k1.dtype)
         v_raw = torch.where((k + 1 < N).unsqueeze(1), (x_k2 - x_k1) / h_next, noise)
