@@ -53,30 +53,25 @@ class Geometry:
     # run on it, K times fewer flops than on the dense J (robot arm: 25×14 blocks of a 226×140 J)
     J_local: Optional[Tensor] = None
 
-    def _chol_solve(self, rhs: Tensor) -> Tensor:
+    def solve(self, rhs: Tensor) -> Tensor:
+        """(J Jᵀ + δI)⁻¹ rhs in the factor's layout: (B, m), or (B, K, r) with ``blocks``."""
         # two triangular solves rather than cholesky_solve, which reads a status flag back to the host
         y = torch.linalg.solve_triangular(self.chol, rhs.unsqueeze(-1), upper=False)
         return torch.linalg.solve_triangular(self.chol.mT, y, upper=True).squeeze(-1)
-
-    def solve(self, rhs: Tensor) -> Tensor:
-        """(J Jᵀ + δI)⁻¹ rhs for rhs (B, m)."""
-        if self.blocks is None:
-            return self._chol_solve(rhs)
-        return self.blocks.scatter(self._chol_solve(self.blocks.gather(rhs)))
 
     def remove_normal(self, v: Tensor) -> Tensor:
         """v − Jᵀ (J Jᵀ + δI)⁻¹ J v."""
         if self.J_local is None:
             return v - torch.einsum("bkd,bk->bd", self.J, self.solve(torch.einsum("bkd,bd->bk", self.J, v)))
         vb = v.reshape(*self.J_local.shape[:2], -1)
-        lam = self._chol_solve(torch.einsum("bkrw,bkw->bkr", self.J_local, vb))
+        lam = self.solve(torch.einsum("bkrw,bkw->bkr", self.J_local, vb))
         return (vb - torch.einsum("bkrw,bkr->bkw", self.J_local, lam)).reshape(v.shape)
 
     def normal_step(self) -> Tensor:
         """−Jᵀ (J Jᵀ + δI)⁻¹ c."""
         if self.J_local is None:
             return -torch.einsum("bkd,bk->bd", self.J, self.solve(self.c))
-        lam = self._chol_solve(self.blocks.gather(self.c))
+        lam = self.solve(self.blocks.gather(self.c))
         return -torch.einsum("bkrw,bkr->bkw", self.J_local, lam).reshape(self.J.shape[0], -1)
 
 
