@@ -16,7 +16,7 @@ import torch
 from prefect import flow, task
 
 from cdcore import benchmarks
-from cdcore.bench import run_benchmark
+from cdcore.benchmarks.landing import run_benchmark
 from cdcore.data.io import write_text_atomic
 from cdcore.methods.landing import resolve_device
 from cdcore.report import landing_bench_overview
@@ -145,7 +145,7 @@ def bench_flow(scale: str = "ci", device: str = "auto", only: Optional[list[str]
 def run_cost_all(device: str, precision: str, only: Optional[list[str]], root: Path, n: Optional[int] = None,
                  runs: int = 3, seed: int = 0) -> dict:
     """Every benchmark's cost rows and ratios in one process; JSON and plot rewritten after each benchmark."""
-    from cdcore.bench_cost import cpu_batch, run_cost
+    from cdcore.benchmarks.cost import cpu_batch, run_cost
     from cdcore.report import cost_overview
 
     dev = resolve_device(device)
@@ -213,7 +213,7 @@ def run_dual(scale: str, device: str, root: Path, variants: Optional[list[str]] 
 
     On a CPU the run uses one intra-op thread unless ``threads`` says otherwise.
     """
-    from cdcore.dual_bench import run_dual_bench
+    from cdcore.benchmarks.dual import run_dual_bench
 
     dev = resolve_device(device)
     if threads is None and dev.type == "cpu":
@@ -226,7 +226,7 @@ def run_dual(scale: str, device: str, root: Path, variants: Optional[list[str]] 
 def run_dual_finetune(scale: str, device: str, root: Path, threads: Optional[int] = None,
                       parent_run_id: Optional[str] = None) -> dict:
     """Fine-tuning without forgetting (pretrain without 9, fine-tune on 9s) × seeds; one MLflow run per row."""
-    from cdcore.dual_finetune import run_finetune_bench
+    from cdcore.benchmarks.dual_finetune import run_finetune_bench
 
     dev = resolve_device(device)
     if threads is None and dev.type == "cpu":

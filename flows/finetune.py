@@ -31,7 +31,7 @@ from cdcore.checkpoint import load_checkpoint
 from cdcore.config import Params, load_params, parse_params
 from cdcore.data import io
 from cdcore.data.digits import DigitsSplit
-from cdcore.dual_eval import fit_classifier
+from cdcore.methods.dual.evaluate import fit_classifier
 from cdcore.methods.dual import Denoiser, DualCfg, load_dual, save_dual
 from cdcore.profiling import resolve_device
 from flows import tracking
@@ -86,7 +86,7 @@ def fingerprint(params: Params, name: str, root: Path, teacher_meta: dict) -> st
 
 def run_finetune(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> dict:
     """Fine-tune the pretrained model both ways, evaluate, write the report, register the constrained model."""
-    from cdcore.dual_finetune import evaluate_finetune, finetune_variants
+    from cdcore.benchmarks.dual_finetune import evaluate_finetune, finetune_variants
     from flows.stages_dual import scale_for_finetune
 
     root = Path(root)

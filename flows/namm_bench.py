@@ -23,7 +23,7 @@ def log_result(res: dict, parent_run_id: Optional[str] = None) -> None:
 
 def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
                fail: Callable[[str], None]) -> dict:
-    from cdcore.namm.bench import PROBLEMS, SCALES, format_report, run_suite
+    from cdcore.benchmarks.namm import PROBLEMS, SCALES, format_report, run_suite
 
     if scale not in SCALES:
         fail(f"--scale must be one of {', '.join(SCALES)} for namm, got {scale!r}")
@@ -48,7 +48,7 @@ def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
 
 def bench_namm_inverse(scale: str, device: str, root: Path, fail: Callable[[str], None]) -> dict:
     """Mirror DPS against DPS and constraint-guided DPS on the Burgers and Kolmogorov inverse problems."""
-    from cdcore.namm.dps_bench import SCALES as DPS_SCALES, format_dps_report, run_dps_suite
+    from cdcore.benchmarks.namm_dps import SCALES as DPS_SCALES, format_dps_report, run_dps_suite
 
     if scale not in DPS_SCALES:
         fail(f"--scale must be one of {', '.join(DPS_SCALES)} for the inverse problems, got {scale!r}")

@@ -18,8 +18,8 @@ import torch
 from cdcore.config import DigitsDataset, Params
 from cdcore.data import io
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, load_digits_split
-from cdcore.dual_bench import DualScale, variant_cfg
-from cdcore.dual_eval import evaluate_digits, fit_classifier
+from cdcore.benchmarks.dual import DualScale, variant_cfg
+from cdcore.methods.dual.evaluate import evaluate_digits, fit_classifier
 from cdcore.methods.dual import DualCfg, DualData, load_dual, sample_ddpm, save_dual, train_dual
 from cdcore.profiling import measure, resolve_device
 from flows import tracking
@@ -40,7 +40,7 @@ def scale_for_finetune(params: Params, exp) -> tuple[DualScale, "object"]:
     """(pretraining scale of the dual section, fine-tuning settings of one ``finetune`` entry)."""
     from dataclasses import replace
 
-    from cdcore.dual_finetune import FT_SCALES
+    from cdcore.benchmarks.dual_finetune import FT_SCALES
 
     d = params.dual
     sc = DualScale(steps=d.steps, hidden=d.hidden, depth=d.depth, T=d.T, lr=d.lr, batch=d.batch, n_samples=d.n_samples,

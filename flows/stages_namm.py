@@ -21,12 +21,12 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.namm.bench import (SCALES, ScaleCfg, distances, finetune_f, finetune_settings, fit_overrides, score_cfg,
+from cdcore.benchmarks.namm import (SCALES, ScaleCfg, distances, finetune_f, finetune_settings, fit_overrides, score_cfg,
                                steps_for)
-from cdcore.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
-from cdcore.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
-from cdcore.namm.nets import ScoreUNet
-from cdcore.namm.problems import (
+from cdcore.methods.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
+from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
+from cdcore.nets.images import ScoreUNet
+from cdcore.data.namm import (
     BrightnessConstraint,
     BurgersConstraint,
     ImageConstraint,
@@ -266,7 +266,7 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
             net = net.cpu()
             ft_info: dict[str, Any] = {}
             if ds.finetune_steps:
-                # the bench's fine-tuning (cdcore.namm.bench.finetune_f): its settings, its held-out diagnostics
+                # the bench's fine-tuning (cdcore.benchmarks.namm.finetune_f): its settings, its held-out diagnostics
                 sc = replace(scale_of(ds), sample_steps=sizes(ds)["sample_steps"])
                 g, f, ft_info = finetune_f(g, f, net, x_tr, constraint, finetune_cfg(ds, ncfg), sc, params.seed, device)
                 g, f = g.cpu(), f.cpu()
@@ -295,7 +295,7 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
 
 def load_sampler(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """The registered bundle: {"g", "f", "score", "constraint", "meta"} (weights-only checkpoint)."""
-    from cdcore.namm.diffusion import VPSDE
+    from cdcore.methods.namm.diffusion import VPSDE
 
     state = load_checkpoint(path, map_location="cpu")
     if state.get("format") != FORMAT + "-sampler":

@@ -1,6 +1,6 @@
 """Fairness experiment on 8×8 digits at CPU scale (dual.md §2.2): minorities 4, 5, 7 kept at fraction ρ.
 
-A thin caller of :mod:`cdcore.dual_bench` (the logic `cdcore bench dual` runs) for one seed and any
+A thin caller of :mod:`cdcore.benchmarks.dual` (the logic `cdcore bench dual` runs) for one seed and any
 settings. Variants share one training loop (cdcore.methods.dual.train_dual):
   unconstrained  λ ≡ 0 on the biased data
   dual           resilient dual training (b̃ = 0, γ = --gamma)
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from cdcore.data.digits import DigitsCfg, load_digits_split
-from cdcore.dual_bench import VARIANTS, DualScale, fit_split_classifier, run_variant
+from cdcore.benchmarks.dual import VARIANTS, DualScale, fit_split_classifier, run_variant
 
 
 def run(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from cdcore import benchmarks
-from cdcore.bench_cost import OFFICIAL_H100, cost_ratios, run_cost
+from cdcore.benchmarks.cost import OFFICIAL_H100, cost_ratios, run_cost
 from cdcore.config import ModelCfg
 from flows.cli import app
 # Imported here, not first inside CliRunner.invoke: importing prefect binds its console log handler to the
@@ -48,7 +48,7 @@ def test_official_figures_enter_only_at_their_protocol():
 
 
 def test_cli_bench_cost_writes_json_and_plot_and_refuses_tf32_on_cpu(tmp_path, monkeypatch):
-    import cdcore.bench_cost as bc
+    import cdcore.benchmarks.cost as bc
 
     monkeypatch.setenv("CDCORE_TRACKING", "off")
 

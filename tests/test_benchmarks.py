@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from cdcore import benchmarks
-from cdcore.bench import run_benchmark
+from cdcore.benchmarks.landing import run_benchmark
 from cdcore.benchmarks import Scale
 from cdcore.config import load_params
 from flows import stages

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cdcore.data.digits import DigitsCfg, load_digits_split, load_mnist_idx, read_idx, write_idx
-from cdcore.dual_eval import (
+from cdcore.methods.dual.evaluate import (
     EvalClassifier,
     bbse_correct,
     evaluate_digits,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cdcore.dual_bench import ROW_KEYS, SCALES, evaluate_targets, format_dual_report, run_dual_bench, t_interval
+from cdcore.benchmarks.dual import ROW_KEYS, SCALES, evaluate_targets, format_dual_report, run_dual_bench, t_interval
 from flows.cli import app
 
 runner = CliRunner()
@@ -116,7 +116,7 @@ def test_cli_bench_refuses_unknown_suite_scale_or_variant(argv, message, tmp_pat
 
 
 def test_variant_configs():
-    from cdcore.dual_bench import VARIANTS, variant_cfg
+    from cdcore.benchmarks.dual import VARIANTS, variant_cfg
 
     pi = np.array([0.12] * 7 + [0.02] * 3)
     pi = pi / pi.sum()

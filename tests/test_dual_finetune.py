@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from cdcore.data.digits import DigitsCfg, load_digits_split
-from cdcore.dual_bench import SCALES
-from cdcore.dual_eval import fit_classifier
-from cdcore.dual_finetune import (
+from cdcore.benchmarks.dual import SCALES
+from cdcore.methods.dual.evaluate import fit_classifier
+from cdcore.benchmarks.dual_finetune import (
     evaluate_finetune_samples,
     evaluate_finetune_targets,
     finetune_variants,

@@ -8,16 +8,10 @@ import torch
 from torch import nn
 
 from cdcore.constraints import make as make_constraint
-from cdcore.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
-from cdcore.namm.nets import ICNN, ResnetGenerator, ScoreUNet
-from cdcore.namm.problems import (
-    ImageConstraint,
-    _check,
-    make_count,
-    make_problem,
-    tile_states,
-    untile_states,
-)
+from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
+from cdcore.nets.images import ICNN, ResnetGenerator, ScoreUNet
+from cdcore.data.namm import ImageConstraint, _check, make_count, make_problem, tile_states
+from cdcore.constraints.images import untile_states
 
 
 # The NAMM fits (double backprop through the ICNN on tiny images) run ~10x slower with 2 threads on a shared
@@ -209,7 +203,7 @@ def test_fit_refuses_infeasible_data():
 
 
 def test_mirror_diffusion_trains_samples_and_runs_mirror_dps():
-    from cdcore.namm.diffusion import MdmCfg, VPSDE, fit_mdm, mirror_data, mirror_dps, sample_mdm
+    from cdcore.methods.namm.diffusion import MdmCfg, VPSDE, fit_mdm, mirror_data, mirror_dps, sample_mdm
 
     p = make_problem("total_brightness", n=32, image=16)
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cdcore.namm import bench as nb
+from cdcore.benchmarks import namm as nb
 
 # seconds-sized: a handful of optimiser and sampling steps on tiny images
 TINY = replace(

@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from cdcore.namm import bench as nb
-from cdcore.namm import dps_bench as db
-from cdcore.namm.diffusion import VPSDE, mirror_dps
-from cdcore.namm.problems import BrightnessConstraint, make_problem, nchw_to_flat, tile_states
+from cdcore.benchmarks import namm as nb
+from cdcore.benchmarks import namm_dps as db
+from cdcore.methods.namm.diffusion import VPSDE, mirror_dps
+from cdcore.data.namm import BrightnessConstraint, make_problem, tile_states
+from cdcore.constraints.images import nchw_to_flat
 
 SIGMA = 0.2
 

@@ -62,9 +62,9 @@ def _landing() -> list[torch.Tensor]:
 
 
 def _namm() -> list[torch.Tensor]:
-    from cdcore.namm.diffusion import MdmCfg, fit_mdm, mirror_data, mirror_dps, sample_mdm
-    from cdcore.namm.fit import fit_namm, task_cfg
-    from cdcore.namm.problems import make_problem
+    from cdcore.methods.namm.diffusion import MdmCfg, fit_mdm, mirror_data, mirror_dps, sample_mdm
+    from cdcore.methods.namm.fit import fit_namm, task_cfg
+    from cdcore.data.namm import make_problem
 
     p = make_problem("total_brightness", n=16, image=16)
     cfg = task_cfg("total_brightness", "ci", steps=6, batch_size=4, log_every=3)

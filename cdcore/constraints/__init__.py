@@ -10,12 +10,13 @@ from cdcore.constraints.base import (
 from cdcore.constraints.library import available, make
 from cdcore.constraints.sphere import Sphere
 
-# the constraint library: importing a module registers its sets by name
-from cdcore.constraints.son import SpecialOrthogonal  # noqa: E402  (registers "son", "so10")
-from cdcore.constraints.dipeptide import Dipeptide  # noqa: E402  ("dipeptide")
-from cdcore.constraints.robot import RobotArm  # noqa: E402  ("robot_arm", "robot")
-from cdcore.constraints.implicit import BumpySphere, ImplicitSurface, TangleCube, Torus  # noqa: E402
-from cdcore.constraints.convex import Ball, Box, Polytope, Simplex  # noqa: E402
+from cdcore.constraints.son import SpecialOrthogonal
+from cdcore.constraints.dipeptide import Dipeptide
+from cdcore.constraints.robot import RobotArm
+from cdcore.constraints.implicit import BumpySphere, ImplicitSurface, TangleCube, Torus
+from cdcore.constraints.convex import Ball, Box, Polytope, Simplex
+from cdcore.constraints.images import (BrightnessConstraint, BurgersConstraint, CountConstraint, ImageConstraint,
+                                       KolmogorovConstraint, PeriodicConstraint)
 
 __all__ = [
     "Constraint",
@@ -34,6 +35,12 @@ __all__ = [
     "Simplex",
     "Ball",
     "Polytope",
+    "ImageConstraint",
+    "BurgersConstraint",
+    "KolmogorovConstraint",
+    "PeriodicConstraint",
+    "BrightnessConstraint",
+    "CountConstraint",
     "available",
     "make",
     "batched_jacobian",

@@ -190,6 +190,16 @@ class Constraint:
             parts.append(torch.relu(self.g(x)))
         return torch.cat(parts, dim=1).amax(dim=1)
 
+    def distance(self, x: Tensor) -> Tensor:
+        """Per-sample mean|h| + mean relu(g): the constraint distance ℓ_constr that NAMM's losses and its
+        evaluation use; the image constraints override it with the paper's scaled L1 norm of h."""
+        parts = []
+        if self.n_eq:
+            parts.append(self.h(x).abs().mean(dim=1))
+        if self.n_ineq:
+            parts.append(torch.relu(self.g(x)).mean(dim=1))
+        return torch.stack(parts).sum(dim=0)
+
     def active_set(self, x: Tensor) -> Tensor:
         """Inequalities within ``cutoff`` of their boundary, shape (B, l)."""
         return self.g(x) >= -self.cutoff

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from cdcore.constraints.base import Constraint
-from cdcore.constraints.library import register
 
 
 def _dtype() -> torch.dtype:
@@ -180,15 +179,9 @@ class Polytope(Constraint):
         return {**super().spec(), "A": self.A.tolist(), "b": self.b.tolist(), "bounds": self.bounds}
 
 
-def _polytope(A=None, b=None, dim: int = 2, n_faces: int = 4, seed: int = 0, **kw) -> Polytope:
+def polytope(A=None, b=None, dim: int = 2, n_faces: int = 4, seed: int = 0, **kw) -> Polytope:
     if A is None:
         if b is not None:
             raise ValueError("give A with b")
         return Polytope.random(dim=dim, n_faces=n_faces, seed=seed, **kw)
     return Polytope(A, b, **kw)
-
-
-register("box", lambda dim=2, **kw: Box(dim=dim, **kw))
-register("simplex", lambda dim=3, **kw: Simplex(dim=dim, **kw))
-register("ball", lambda dim=2, **kw: Ball(dim=dim, **kw))
-register("polytope", _polytope)

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 
 from cdcore.constraints.base import Constraint
-from cdcore.constraints.library import register
 
 PHI_ATOMS = (1, 3, 4, 6)
 PSI_ATOMS = (3, 4, 6, 8)
@@ -160,6 +159,3 @@ class Dipeptide(Constraint):
             "index_base": 0,
             "units": {"x": "angstrom", "h": "rad", "g": "rad", "eps": "rad"},
         }
-
-
-register("dipeptide", lambda **kw: Dipeptide(**kw))

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from cdcore.constraints.base import Constraint
-from cdcore.constraints.library import register
 
 
 class ImplicitSurface(Constraint):
@@ -145,8 +144,3 @@ class BumpySphere(ImplicitSurface):
 
     def spec(self) -> dict:
         return {**super().spec(), "a": self.a, "harmonic": self.harmonic}
-
-
-register("torus", lambda **kw: Torus(**kw))
-register("tangle_cube", lambda **kw: TangleCube(**kw))
-register("bumpy_sphere", lambda **kw: BumpySphere(**kw))

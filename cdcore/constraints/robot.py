@@ -38,7 +38,6 @@ import torch
 from torch import Tensor
 
 from cdcore.constraints.base import Constraint, Parts, RowBlocks
-from cdcore.constraints.library import register
 
 PANDA_A = (0.0, 0.0, 0.0, 0.0825, -0.0825, 0.0, 0.088)
 PANDA_D = (0.333, 0.0, 0.316, 0.0, 0.384, 0.0, 0.0)
@@ -312,7 +311,3 @@ class RobotArm(Constraint):
             "layout": "waypoint-major; per waypoint cos q1..q7 then sin q1..q7",
             "fk": "Panda modified DH, links = frame origins 1..7, ee = flange",
         }
-
-
-register("robot_arm", lambda **kw: RobotArm(**kw))
-register("robot", lambda **kw: RobotArm(**kw))

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from cdcore.constraints.base import Constraint, Geometry
-from cdcore.constraints.library import register
 
 
 def _sym(A: Tensor) -> Tensor:
@@ -205,7 +204,3 @@ class SpecialOrthogonal(Constraint):
 
     def spec(self) -> dict:
         return {**super().spec(), "n": self.n, "tangent_mode": self.tangent_mode}
-
-
-register("son", lambda n=10, **kw: SpecialOrthogonal(n=n, **kw))
-register("so10", lambda **kw: SpecialOrthogonal(n=10, **kw))

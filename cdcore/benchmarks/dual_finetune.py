@@ -32,7 +32,7 @@ would need λ = 9, which no threshold here is derived from. The dual step is tak
 constraint L/b̃ − 1 ≤ 0, i.e. the raw dual step size is ``eta / b̃`` (unit-free, so one ``eta``
 serves every scale).
 
-Evaluation (:func:`evaluate_finetune`) uses :func:`cdcore.dual_eval.evaluate_digits` with "minority"
+Evaluation (:func:`evaluate_finetune`) uses :func:`cdcore.methods.dual.evaluate.evaluate_digits` with "minority"
 = (9,): confusion-corrected (BBSE) shares of 0–8 and of 9, KL/TV of the corrected histogram to
 uniform, and the Fréchet distance in the evaluation classifier's features to the balanced test
 split next to its floor (real train vs test at the same N).
@@ -66,7 +66,7 @@ import torch
 from torch import Tensor
 
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, DigitsSplit, load_digits_split
-from cdcore.dual_bench import (
+from cdcore.benchmarks.dual import (
     SCALES,
     DualScale,
     _iv,
@@ -75,7 +75,7 @@ from cdcore.dual_bench import (
     t_interval,
     variant_cfg,
 )
-from cdcore.dual_eval import EvalClassifier, evaluate_digits
+from cdcore.methods.dual.evaluate import EvalClassifier, evaluate_digits
 from cdcore.methods.dual import (
     Denoiser,
     DistillConstraint,

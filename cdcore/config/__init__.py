@@ -133,7 +133,7 @@ class NammDataset(Strict):
     @field_validator("finetune_kw")
     @classmethod
     def _namm_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from cdcore.namm.fit import NammCfg
+        from cdcore.methods.namm.fit import NammCfg
 
         bad = sorted(set(v) - set(NammCfg.model_fields) | ({"steps"} & set(v)))
         if bad:

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from cdcore.config import Strict
 from cdcore.constraints.base import Constraint
-from cdcore.namm.losses import constraint_distance
-from cdcore.namm.nets import ICNN, ScoreUNet
-from cdcore.namm.problems import nchw_to_flat
+from cdcore.methods.namm.loss import constraint_distance
+from cdcore.nets.images import ICNN, ScoreUNet
+from cdcore.constraints.images import nchw_to_flat
 
 
 class MdmCfg(Strict):

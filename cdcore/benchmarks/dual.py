@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, DigitsSplit, load_digits_split
-from cdcore.dual_eval import EvalClassifier, evaluate_digits, fit_classifier
+from cdcore.methods.dual.evaluate import EvalClassifier, evaluate_digits, fit_classifier
 from cdcore.methods.dual import (
     DDPMCfg,
     DenoiserCfg,

@@ -3,7 +3,7 @@
 Target: Mirror DPS beats DPS and constraint-guided DPS (CG-DPS) on the constraint residual of its posterior
 samples for both inverse problems (Burgers, Kolmogorov), at equal data misfit or better.
 
-Models: exactly the ones of the NAMM bench (:func:`cdcore.namm.bench.run_problem`, same data, seeds and
+Models: exactly the ones of the NAMM bench (:func:`cdcore.benchmarks.namm.run_problem`, same data, seeds and
 training steps): the vanilla score model on x, the NAMM (g_φ, f_ψ) and the mirror score model on g_φ(x).
 Test ground truths are held-out images of the same generator (never seen in training); the validation cases
 used to pick the step sizes are other held-out images with their own noise draws.
@@ -20,7 +20,7 @@ Measurements (reference §1.7: Burgers "first 8 time columns", Kolmogorov "state
   the divergence constraint couples them to the unobserved 3/4.
 - Noise: y = A(x) + σ_y ε, σ_y = 0.2, ε ~ N(0, I).
 
-Samplers (:func:`cdcore.namm.diffusion.mirror_dps`, same schedule and number of steps for all three)
+Samplers (:func:`cdcore.methods.namm.diffusion.mirror_dps`, same schedule and number of steps for all three)
 - ``dps``: vanilla score model, loss ‖(y − A(x̂0))/σ_y‖₂;
 - ``cg_dps``: the same plus w·ℓ_constr(x̂0) per sample (``constraint_reduction="sum"``: a per-sample weight
   that does not depend on the batch; the reference's 200·mean over its 32 samples is w = 6.25 at ζ = 0.05
@@ -71,9 +71,10 @@ import torch
 from torch import Tensor
 
 from cdcore.data.io import atomic_path, write_text_atomic
-from cdcore.namm.bench import CI, PAPER, ScaleCfg, distances, run_problem
-from cdcore.namm.diffusion import mirror_dps
-from cdcore.namm.problems import BurgersConstraint, KolmogorovConstraint, ProblemData, nchw_to_flat, tile_states
+from cdcore.benchmarks.namm import CI, PAPER, ScaleCfg, distances, run_problem
+from cdcore.methods.namm.diffusion import mirror_dps
+from cdcore.data.namm import BurgersConstraint, KolmogorovConstraint, ProblemData, tile_states
+from cdcore.constraints.images import nchw_to_flat
 from cdcore.profiling import measure, resolve_device
 
 PROBLEMS = ("burgers", "kolmogorov")
@@ -400,7 +401,7 @@ METRICS = ("misfit", "constraint_mean", "constraint_median", "rmse_truth", "wall
 
 def summarize(rows: list[dict]) -> dict:
     """{problem: {sampler: {"seeds", metric: t_interval over seeds}}}."""
-    from cdcore.dual_bench import t_interval
+    from cdcore.benchmarks.dual import t_interval
 
     out: dict[str, dict] = {}
     for problem in dict.fromkeys(r["problem"] for r in rows):
@@ -415,7 +416,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def evaluate_targets(rows: list[dict], summary: dict, sigma_y: float, tol: float = MISFIT_TOL) -> dict:
     """The target rule (``TARGET_RULE``) per problem, with the paired per-seed constraint differences."""
-    from cdcore.dual_bench import t_interval
+    from cdcore.benchmarks.dual import t_interval
 
     out: dict[str, Any] = {"rule": TARGET_RULE, "sigma_y": sigma_y, "misfit_tol": tol, "problems": {}}
     for problem, s in summary.items():

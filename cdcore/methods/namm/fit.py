@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from cdcore.config import Strict
 from cdcore.constraints.base import Constraint
-from cdcore.namm.losses import constraint_distance, namm_loss
-from cdcore.namm.nets import ICNN, ResnetGenerator
-from cdcore.namm.problems import nchw_to_flat
+from cdcore.methods.namm.loss import constraint_distance, namm_loss
+from cdcore.nets.images import ICNN, ResnetGenerator
+from cdcore.constraints.images import nchw_to_flat
 
 ProgressFn = Callable[[int, dict], None]
 

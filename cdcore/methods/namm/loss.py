@@ -19,20 +19,13 @@ import torch
 from torch import Tensor
 
 from cdcore.constraints.base import Constraint
-from cdcore.namm.nets import ICNN
-from cdcore.namm.problems import nchw_to_flat
+from cdcore.nets.images import ICNN
+from cdcore.constraints.images import nchw_to_flat
 
 
 def constraint_distance(constraint: Constraint, x_flat: Tensor) -> Tensor:
-    """Per-sample ℓ_constr (B,): the constraint's own ``distance`` if it has one, else mean|h| + mean relu(g)."""
-    if hasattr(constraint, "distance"):
-        return constraint.distance(x_flat)
-    parts = []
-    if constraint.n_eq:
-        parts.append(constraint.h(x_flat).abs().mean(dim=1))
-    if constraint.n_ineq:
-        parts.append(torch.relu(constraint.g(x_flat)).mean(dim=1))
-    return torch.stack(parts).sum(dim=0)
+    """Per-sample ℓ_constr (B,): the constraint's own ``distance`` (part of every constraint's protocol)."""
+    return constraint.distance(x_flat)
 
 
 def cycle_loss(icnn: ICNN, f: torch.nn.Module, x: Tensor, y: Tensor, gx: Optional[Tensor] = None) -> Tensor:
