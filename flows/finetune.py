@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 from prefect import flow, get_run_logger, task
 
-from cdcore.checkpoint import load_checkpoint
 from cdcore.config import Params, load_params, parse_params
 from cdcore.data import io
 from cdcore.data.digits import DigitsSplit
@@ -87,7 +85,7 @@ def fingerprint(params: Params, name: str, root: Path, teacher_meta: dict) -> st
 def run_finetune(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> dict:
     """Fine-tune the pretrained model both ways, evaluate, write the report, register the constrained model."""
     from cdcore.benchmarks.dual_finetune import evaluate_finetune, finetune_variants
-    from flows.stages_dual import scale_for_finetune
+    from cdcore.config.dual import finetune_scales
 
     root = Path(root)
     exp = params.finetune[name]
@@ -104,7 +102,7 @@ def run_finetune(params: Params, name: str, root: Path, parent_run_id: Optional[
                          "the pretrained model must not have seen it (add it to the data set's exclude)")
     new = np.isin(split.y_train, [exp.new_class])
     x_new, x_ref = split.x_train[new], split.x_biased
-    sc, ft = scale_for_finetune(params, exp)
+    sc, ft = finetune_scales(params, exp)
     clf = fit_classifier(split.x_train, split.y_train, split.x_test, split.y_test, seed=params.seed + 100,
                          epochs=params.dual.classifier_epochs)
     with tracking.stage_run("finetune", name, parent_run_id) as run:

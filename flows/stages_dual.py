@@ -13,51 +13,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from cdcore.config import DigitsDataset, Params
 from cdcore.data import io
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, load_digits_split
-from cdcore.benchmarks.dual import DualScale, variant_cfg
 from cdcore.methods.dual.evaluate import evaluate_digits, fit_classifier
-from cdcore.methods.dual import DualCfg, DualData, load_dual, sample_ddpm, save_dual, train_dual
+from cdcore.methods.dual import DualData, load_dual, oracle_lambdas, sample_ddpm, save_dual, train_dual
 from cdcore.profiling import measure, resolve_device
 from flows import tracking
+from cdcore.config.dual import dual_cfg, mode_of
 
 log = logging.getLogger("cdcore")
 SHARE_TOL = 0.03     # issue #5: each minority class within 0.03 of uniform
-
-
-def scale_of(params: Params, name: str) -> DualScale:
-    d, ds = params.dual, params.dataset(name)
-    return DualScale(steps=ds.train_steps or d.steps, hidden=d.hidden, depth=d.depth, T=d.T, lr=d.lr,
-                     warmup=min(100, ds.train_steps or d.steps), batch=d.batch, n_samples=d.n_samples,
-                     gamma=d.resilience, dual_lr=d.dual_lr, primal_per_dual=d.primal_per_dual, rho=ds.rho,
-                     seeds=(params.seed,), clf_epochs=d.classifier_epochs)
-
-
-def scale_for_finetune(params: Params, exp) -> tuple[DualScale, "object"]:
-    """(pretraining scale of the dual section, fine-tuning settings of one ``finetune`` entry)."""
-    from dataclasses import replace
-
-    from cdcore.benchmarks.dual_finetune import FT_SCALES
-
-    d = params.dual
-    sc = DualScale(steps=d.steps, hidden=d.hidden, depth=d.depth, T=d.T, lr=d.lr, batch=d.batch, n_samples=d.n_samples,
-                   seeds=(params.seed,), clf_epochs=d.classifier_epochs)
-    ft = replace(FT_SCALES["ci"], steps=exp.steps, lr=exp.lr, warmup=min(FT_SCALES["ci"].warmup, exp.steps),
-                 teacher_samples=exp.teacher_samples)
-    return sc, ft
-
-
-def mode_of(params: Params, name: str) -> str:
-    ds: DigitsDataset = params.dataset(name)
-    return "unconstrained" if not ds.minority else (ds.mode or params.dual.mode)
-
-
-def dual_cfg(params: Params, name: str, class_shares: np.ndarray) -> DualCfg:
-    ds: DigitsDataset = params.dataset(name)
-    return variant_cfg(mode_of(params, name), scale_of(params, name), class_shares, list(ds.minority))
 
 
 def report_classes(ds: DigitsDataset) -> list[int]:
@@ -140,7 +107,8 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
     ds: DigitsDataset = params.dataset(name)
     splits, labels, attrs = load_data(root, name)
     data = DualData.from_labelled(splits["train"], labels["train"], list(ds.minority), num_classes=NUM_CLASSES)
-    cfg = dual_cfg(params, name, data.class_shares)
+    lams = oracle_lambdas(data.class_shares, list(ds.minority)) if mode_of(params, name) == "reweight" else None
+    cfg = dual_cfg(params, name, lams)
     device = resolve_device(params.dual.device)
     ckpt = lay.checkpoint(name, fp)
     for stale in ckpt.parent.glob(f"{name}-*.ckpt"):

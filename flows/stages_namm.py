@@ -21,10 +21,9 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.benchmarks.namm import (SCALES, ScaleCfg, distances, finetune_f, finetune_settings, fit_overrides, score_cfg,
-                               steps_for)
-from cdcore.methods.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
-from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
+from cdcore.benchmarks.namm import (distances, finetune_f)
+from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, sample_mdm
+from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm
 from cdcore.nets.images import ScoreUNet
 from cdcore.data.namm import (
     BrightnessConstraint,
@@ -37,6 +36,7 @@ from cdcore.data.namm import (
 from cdcore.profiling import measure, resolve_device
 from cdcore.report import loss_curve
 from flows import tracking
+from cdcore.config.namm import finetune_cfg, mdm_cfg, namm_cfg, scale_of, sizes
 
 log = logging.getLogger("cdcore")
 FORMAT = "cdcore-namm-v1"
@@ -71,38 +71,6 @@ def make_constraint(problem: str, kwargs: dict) -> ImageConstraint:
     if problem not in _CONSTRAINTS:
         raise ValueError(f"unknown NAMM problem {problem!r}; the pipeline offers {', '.join(_CONSTRAINTS)}")
     return _CONSTRAINTS[problem][0](**kwargs)
-
-
-def scale_of(ds: NammDataset) -> ScaleCfg:
-    return SCALES[ds.scale]
-
-
-def sizes(ds: NammDataset) -> dict[str, int]:
-    sc = scale_of(ds)
-    n_test = ds.n_test or sc.n_test
-    st = steps_for(sc, ds.problem)
-    return {"n_train": ds.n_train or sc.n_train, "n_val": max(8, n_test // 4), "n_test": n_test,
-            "namm_steps": ds.namm_steps or st["namm"], "train_steps": ds.train_steps or st["mdm"],
-            "sample_steps": ds.sample_steps or sc.sample_steps, "n_samples": ds.n_samples or sc.n_samples}
-
-
-def namm_cfg(ds: NammDataset) -> NammCfg:
-    sc, sz = scale_of(ds), sizes(ds)
-    over: dict[str, Any] = dict(steps=sz["namm_steps"], batch_size=sc.namm_batch, log_every=max(1, sz["namm_steps"] // 10))
-    if sc.namm_lr is not None:
-        over["lr"] = sc.namm_lr
-    over.update(fit_overrides(sc, ds.problem))   # as the bench fits it
-    return task_cfg(ds.problem, "ci" if sc.nets == "ci" else "paper", **over)
-
-
-def finetune_cfg(ds: NammDataset, ncfg: NammCfg) -> NammCfg:
-    """The fine-tuning's NAMM settings as `cdcore bench namm` makes them, with the data set's ``finetune_kw`` last."""
-    return finetune_settings(ncfg, scale_of(ds), ds.problem, ds.finetune_steps, ds.finetune_kw)
-
-
-def mdm_cfg(ds: NammDataset) -> MdmCfg:
-    n = sizes(ds)["train_steps"]
-    return score_cfg(scale_of(ds), ds.problem, n, log_every=max(1, n // 10))
 
 
 def _nhwc(flat: np.ndarray, shape: list[int]) -> np.ndarray:

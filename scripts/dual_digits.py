@@ -32,7 +32,7 @@ from cdcore.benchmarks.dual import VARIANTS, DualScale, fit_split_classifier, ru
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     scale = DualScale(steps=args.steps, hidden=args.hidden, depth=args.depth, T=args.T, lr=args.lr,
-                      n_samples=args.n_samples, gamma=args.gamma, kappa=args.kappa, dual_lr=args.dual_lr,
+                      n_samples=args.n_samples, resilience=args.gamma, kappa=args.kappa, dual_lr=args.dual_lr,
                       rho=args.rho, seeds=(args.seed,), variants=tuple(args.variants))
     split = load_digits_split(DigitsCfg(rho=args.rho, seed=args.seed))
     minority = list(split.minority)

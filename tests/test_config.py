@@ -122,3 +122,21 @@ def test_random_invalid_configurations_give_config_errors(case, junk_key):
     raw2["train"][f"zz_{junk_key}"] = 1
     with pytest.raises(ConfigError, match=f"train.zz_{junk_key}: unknown key"):
         parse_params(raw2)
+
+
+def test_schema_knows_the_constraint_library_and_imports_nothing_else_of_cdcore():
+    """config/ is the lowest layer: its list of library names must match the library, and its modules import
+    no other cdcore module (an import would bring back the config <-> benchmarks <-> method circles)."""
+    import ast
+
+    from cdcore.config.landing import LIBRARY_CONSTRAINTS
+    from cdcore.constraints.library import available
+
+    assert sorted(LIBRARY_CONSTRAINTS) == available()
+    for path in (REPO / "cdcore" / "config").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cdcore"):
+                assert node.module.startswith("cdcore.config"), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("cdcore") and not a.name.startswith("cdcore.config")
+                               for a in node.names), path.name

@@ -29,31 +29,8 @@ from cdcore.methods.dual.evaluate import (
     kl_to_uniform,
     tv_to_uniform,
 )
-from cdcore.methods.dual import (
-    DataConstraint,
-    DDPMCfg,
-    Denoiser,
-    DenoiserCfg,
-    DistillConstraint,
-    DualAscent,
-    DualAscentCfg,
-    DualCfg,
-    DualData,
-    DualTrainCfg,
-    FinetuneCfg,
-    SamplerCfg,
-    build_denoiser,
-    draw_eps,
-    draw_losses,
-    load_dual,
-    oracle_lambdas,
-    predicted_shares,
-    sample_ddpm,
-    save_dual,
-    train_dual,
-    train_finetune,
-    uniform_labels,
-)
+from cdcore.methods.dual import DDPMCfg, DataConstraint, Denoiser, DenoiserCfg, DistillConstraint, DualAscent, DualAscentCfg, DualCfg, DualData, DualTrainCfg, SamplerCfg, build_denoiser, draw_eps, draw_losses, load_dual, oracle_lambdas, predicted_shares, sample_ddpm, save_dual, train_dual, train_finetune, uniform_labels
+from cdcore.config.dual import FinetuneCfg
 from cdcore.methods.landing import DivergenceError
 
 CENTRES = np.array([-1.5, 0.0, 1.5])

@@ -116,15 +116,19 @@ def test_cli_bench_refuses_unknown_suite_scale_or_variant(argv, message, tmp_pat
 
 
 def test_variant_configs():
-    from cdcore.benchmarks.dual import VARIANTS, variant_cfg
+    from cdcore.config.dual import VARIANTS, variant_cfg
+    from cdcore.methods.dual import oracle_lambdas
 
     pi = np.array([0.12] * 7 + [0.02] * 3)
     pi = pi / pi.sum()
-    cfgs = {v: variant_cfg(v, SCALES["tiny"], pi, [7, 8, 9]) for v in VARIANTS}
+    cfgs = {v: variant_cfg(v, SCALES["tiny"], oracle_lambdas(pi, [7, 8, 9]) if v == "reweight" else None)
+            for v in VARIANTS}
     assert cfgs["conditional"].model.num_classes == 10 and cfgs["conditional"].dual.mode == "unconstrained"
     assert cfgs["unconstrained"].model.num_classes == 0 and cfgs["unconstrained"].dual.mode == "unconstrained"
-    assert cfgs["dual"].dual.mode == "dual" and cfgs["dual"].dual.resilience == SCALES["tiny"].gamma
+    assert cfgs["dual"].dual.mode == "dual" and cfgs["dual"].dual.resilience == SCALES["tiny"].resilience
     assert cfgs["dual-rel"].dual.threshold_kind == "relative"
     assert cfgs["reweight"].dual.mode == "fixed" and all(lam > 0 for lam in cfgs["reweight"].dual.fixed_lambdas)
     with pytest.raises(KeyError, match="available"):
-        variant_cfg("nosuch", SCALES["tiny"], pi, [7, 8, 9])
+        variant_cfg("nosuch", SCALES["tiny"])
+    with pytest.raises(ValueError, match="only for, the reweight"):
+        variant_cfg("reweight", SCALES["tiny"])

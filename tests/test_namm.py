@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from cdcore.constraints import make as make_constraint
-from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm, task_cfg
+from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm
+from cdcore.config.namm import task_cfg
 from cdcore.nets.images import ICNN, ResnetGenerator, ScoreUNet
 from cdcore.data.namm import ImageConstraint, _check, make_count, make_problem, tile_states
 from cdcore.constraints.images import untile_states

@@ -42,7 +42,7 @@ def _landing() -> list[torch.Tensor]:
     from cdcore.config import DynamicsCfg, ModelCfg, ScheduleCfg, TrainCfg
     from cdcore.constraints import Sphere
     from cdcore.data.synthetic import vmf_mixture
-    from cdcore.methods.landing import build_model, sample_landing, schedule_from, train_landing
+    from cdcore.methods.landing import sample_landing, schedule_from, train_landing
 
     x, _ = vmf_mixture(300, 2, 20.0, seed=0)
     x = torch.tensor(x, dtype=torch.float32)
@@ -63,7 +63,8 @@ def _landing() -> list[torch.Tensor]:
 
 def _namm() -> list[torch.Tensor]:
     from cdcore.methods.namm.diffusion import MdmCfg, fit_mdm, mirror_data, mirror_dps, sample_mdm
-    from cdcore.methods.namm.fit import fit_namm, task_cfg
+    from cdcore.methods.namm.fit import fit_namm
+    from cdcore.config.namm import task_cfg
     from cdcore.data.namm import make_problem
 
     p = make_problem("total_brightness", n=16, image=16)

@@ -4,12 +4,12 @@
 ``namm``, ``namm_dps``, ``dual`` and ``dual_finetune`` run one suite each.
 """
 
+from cdcore.config.landing import Scale
 from cdcore.benchmarks.suite import (
     BENCHMARKS,
     Benchmark,
     BenchmarkDataMissing,
     Paths,
-    Scale,
     get,
     reflect_into_box,
     so_n_mixture,

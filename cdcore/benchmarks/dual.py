@@ -6,7 +6,7 @@ run of every variant on that split's biased set. Variants share the training
 loop (:func:`cdcore.methods.dual.train_dual`):
 
   unconstrained  λ ≡ 0 on the biased data
-  dual           resilient dual training (b̃ = 0, γ = ``gamma``)
+  dual           resilient dual training (b̃ = 0, γ = ``resilience``)
   dual-rel       dual training with b̃_i = κ · running objective loss (``kappa``)
   reweight       fixed oracle λ (per-class reweighting to a uniform mixture; needs π)
   conditional    class-conditional model on the biased data, sampled with uniform labels (needs labels)
@@ -20,7 +20,7 @@ Fréchet distance of ``dual`` below ``unconstrained`` (paired by seed).
 Public API::
 
     SCALES, VARIANTS, DualScale
-    variant_cfg(name, scale, class_shares, minority) -> DualCfg
+    variant_cfg(name, scale, fixed_lambdas) -> DualCfg          (cdcore.config.dual; reweight: oracle_lambdas)
     run_variant(name, split, clf, scale, seed, device) -> dict        (the evaluation dict of one run)
     run_dual_bench(scale, device, root, ...) -> report                (writes reports/bench/dual.json + PNG)
     format_dual_report(report) -> str                                 (Markdown)
@@ -32,7 +32,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -42,21 +42,16 @@ import torch
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, DigitsSplit, load_digits_split
 from cdcore.methods.dual.evaluate import EvalClassifier, evaluate_digits, fit_classifier
 from cdcore.methods.dual import (
-    DDPMCfg,
-    DenoiserCfg,
-    DualAscentCfg,
-    DualCfg,
-    DualData,
-    DualTrainCfg,
     oracle_lambdas,
+    DualData,
     predicted_shares,
     sample_ddpm,
     train_dual,
     uniform_labels,
 )
 from cdcore.profiling import measure
+from cdcore.config.dual import DualScale, SCALES, VARIANTS, variant_cfg
 
-VARIANTS = ("unconstrained", "dual", "dual-rel", "reweight", "conditional")
 BENCHMARK = "digits_fair"
 TARGET_SHARE, TARGET_TOL = 0.10, 0.03
 INTERVAL = ("95% Student-t interval over seeds: mean ± t(0.975, n-1)·s/√n, clipped at 0 for the non-negative "
@@ -64,64 +59,6 @@ INTERVAL = ("95% Student-t interval over seeds: mean ± t(0.975, n-1)·s/√n, c
 ROW_KEYS = ("benchmark", "model", "seed", "device", "rho", "steps", "minority_share_corrected", "minority_share_raw",
             "kl_uniform", "tv_uniform", "fd", "fd_floor", "low_conf_rate", "lambda_final", "predicted_shares",
             "wall_s", "peak_mem_mb")
-
-
-@dataclass(frozen=True)
-class DualScale:
-    """Everything a run size changes; the script builds one from its flags."""
-
-    steps: int = 4000
-    hidden: int = 256
-    depth: int = 3
-    T: int = 200
-    lr: float = 1e-3
-    warmup: int = 100
-    batch: int = 128
-    n_samples: int = 2000
-    gamma: float = 1.0            # resilience of "dual"
-    kappa: float = 1.0            # relative threshold of "dual-rel"
-    dual_lr: float = 0.5
-    primal_per_dual: int = 3
-    rho: float = 0.1
-    seeds: tuple[int, ...] = (0, 1, 2)
-    variants: tuple[str, ...] = ("unconstrained", "dual", "reweight", "conditional")
-    clf_epochs: int = 40
-    n_boot: int = 200
-    fd_repeats: int = 5
-
-
-SCALES: dict[str, DualScale] = {
-    # seconds: for tests only, the numbers mean nothing
-    "tiny": DualScale(steps=30, hidden=32, depth=1, T=100, warmup=5, n_samples=200, seeds=(0,),
-                      variants=("unconstrained", "dual"), clf_epochs=2, n_boot=20, fd_repeats=1),
-    # a few minutes on a 2-core CPU: 4 variants × 3 seeds. γ = 0.5: the resilient fixed point is λ = L/(2γ);
-    # at γ = 1 λ settled at ~0.07 (so L ≈ 0.14), half the oracle λ ≈ 0.124 for a uniform mixture
-    "ci": DualScale(steps=1200, hidden=256, depth=3, T=100, n_samples=1000, clf_epochs=20, gamma=0.5),
-    # the script's defaults, every variant, 5 seeds (a GPU)
-    "paper": DualScale(steps=4000, hidden=256, depth=3, T=200, n_samples=2000, seeds=(0, 1, 2, 3, 4), gamma=0.5,
-                       variants=VARIANTS, clf_epochs=40),
-}
-
-
-def variant_cfg(name: str, scale: DualScale, class_shares: np.ndarray, minority: Sequence[int]) -> DualCfg:
-    if name not in VARIANTS:
-        raise KeyError(f"unknown variant {name!r}; available: {', '.join(VARIANTS)}")
-    base = DualCfg(
-        schedule=DDPMCfg(T=scale.T),
-        model=DenoiserCfg(hidden=scale.hidden, depth=scale.depth, num_classes=NUM_CLASSES if name == "conditional" else 0),
-        train=DualTrainCfg(steps=scale.steps, primal_batch=scale.batch, lr=scale.lr, warmup=min(scale.warmup, scale.steps),
-                           ema=0.999, log_every=max(1, scale.steps // 10)),
-    )
-    dual = {
-        "unconstrained": lambda: DualAscentCfg(mode="unconstrained"),
-        "conditional": lambda: DualAscentCfg(mode="unconstrained"),
-        "dual": lambda: DualAscentCfg(mode="dual", resilience=scale.gamma, lr=scale.dual_lr,
-                                      primal_per_dual=scale.primal_per_dual),
-        "dual-rel": lambda: DualAscentCfg(mode="dual", threshold=scale.kappa, threshold_kind="relative",
-                                          lr=scale.dual_lr, primal_per_dual=scale.primal_per_dual),
-        "reweight": lambda: DualAscentCfg(mode="fixed", fixed_lambdas=oracle_lambdas(class_shares, list(minority))),
-    }[name]()
-    return base.model_copy(update={"dual": dual})
 
 
 def fit_split_classifier(split: DigitsSplit, scale: DualScale, seed: int) -> EvalClassifier:
@@ -135,7 +72,7 @@ def run_variant(name: str, split: DigitsSplit, clf: EvalClassifier, scale: DualS
     """Train one variant on the split's biased set, sample, evaluate; the evaluation dict plus run facts."""
     device = torch.device(device)
     minority = list(split.minority)
-    cfg = variant_cfg(name, scale, split.class_shares, minority)
+    cfg = variant_cfg(name, scale, oracle_lambdas(split.class_shares, minority) if name == "reweight" else None)
     data = DualData.from_labelled(split.x_biased, split.y_biased, minority, num_classes=NUM_CLASSES)
     labels = uniform_labels(scale.n_samples, NUM_CLASSES, seed=seed) if name == "conditional" else None
     with measure(device) as m:

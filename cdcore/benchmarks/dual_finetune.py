@@ -58,7 +58,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -73,23 +73,12 @@ from cdcore.benchmarks.dual import (
     _json_default,
     fit_split_classifier,
     t_interval,
-    variant_cfg,
 )
 from cdcore.methods.dual.evaluate import EvalClassifier, evaluate_digits
-from cdcore.methods.dual import (
-    Denoiser,
-    DistillConstraint,
-    DualAscentCfg,
-    DualCfg,
-    DualData,
-    DualOutcome,
-    FinetuneCfg,
-    ProgressFn,
-    q_sample,
-    sample_ddpm,
-    train_dual,
-)
+from cdcore.methods.dual import Denoiser, DistillConstraint, DualAscentCfg, DualCfg, DualData, DualOutcome, ProgressFn, q_sample, sample_ddpm, train_dual
 from cdcore.profiling import measure
+from cdcore.config.dual import FT_SCALES, FinetuneScale, finetune_cfg, pretrain_cfg
+from typing import Optional
 
 BENCHMARK = "digits_finetune"
 NEW_CLASS = 9
@@ -98,30 +87,6 @@ PAPER_FID = {"unconstrained": 45.9, "constrained": 25.2}     # MNIST, Fig. 4 (FI
 INTERVAL = ("95% Student-t interval over seeds: mean ± t(0.975, n-1)·s/√n, clipped at 0 for the non-negative "
             "metrics (none for n = 1); paired differences are over seeds, unclipped")
 DUAL_LR_MAX = 100.0                      # DualAscentCfg.lr's bound
-
-
-@dataclass(frozen=True)
-class FinetuneScale:
-    """Fine-tuning settings of one scale (pretraining uses the :class:`DualScale` of the same name)."""
-
-    steps: int = 400                     # primal steps of every fine-tuning run (both variants, and the drift run)
-    lr: float = 5e-4                     # peak AdamW lr (cosine decay, as pretraining)
-    warmup: int = 50
-    teacher_samples: int = 1000          # teacher samples that carry the distillation constraint
-    eta: float = 0.05                    # dual step on the normalised constraint L/b̃ − 1 (raw lr = eta / b̃)
-    primal_per_dual: int = 3
-    drift_tail: float = 0.2              # b̃ = mean drift loss over this last fraction of the dual blocks
-
-
-FT_SCALES: dict[str, FinetuneScale] = {
-    # seconds: for tests only, the numbers mean nothing
-    "tiny": FinetuneScale(steps=60, warmup=5, teacher_samples=200),
-    # ~1 min per seed on a 2-core CPU at one thread: classifier, pretraining (1200 steps), 1000 teacher samples,
-    # three 400-step fine-tunes (drift, unconstrained, constrained), three evaluations of 1000 samples.
-    # λ has settled by ~60 % of the 400 steps (seed 0: 3.5-3.6 over the last 40 %)
-    "ci": FinetuneScale(steps=400, lr=5e-4, warmup=50, teacher_samples=1000),
-    "paper": FinetuneScale(steps=2000, lr=5e-4, warmup=100, teacher_samples=5000),
-}
 
 
 def _resolve(scale: str | DualScale, ft: Optional[FinetuneScale] = None) -> tuple[str, DualScale, FinetuneScale]:
@@ -144,18 +109,6 @@ def _resolve(scale: str | DualScale, ft: Optional[FinetuneScale] = None) -> tupl
                                           teacher_samples=scale.n_samples)
 
 
-def _pretrain_cfg(sc: DualScale) -> DualCfg:
-    return variant_cfg("unconstrained", sc, np.full(NUM_CLASSES, 1.0 / NUM_CLASSES), [])
-
-
-def _finetune_cfg(sc: DualScale, ft: FinetuneScale, dual: DualAscentCfg) -> DualCfg:
-    base = _pretrain_cfg(sc)
-    train = base.train.model_copy(update={"steps": ft.steps, "lr": ft.lr, "warmup": min(ft.warmup, ft.steps),
-                                          "log_every": max(1, ft.steps // 10)})
-    return base.model_copy(update={"train": train, "dual": dual,
-                                   "finetune": FinetuneCfg(source="samples", teacher_samples=ft.teacher_samples)})
-
-
 # ----- pretraining and fine-tuning ----------------------------------------------------
 def pretrain_teacher(split: DigitsSplit, scale: str | DualScale, seed: int = 0, device: torch.device | str = "cpu",
                      exclude: Sequence[int] = (NEW_CLASS,), on_progress: ProgressFn | None = None) -> Denoiser:
@@ -165,14 +118,14 @@ def pretrain_teacher(split: DigitsSplit, scale: str | DualScale, seed: int = 0, 
     if not keep.any():
         raise ValueError(f"excluding {list(exclude)} leaves no training digits")
     data = DualData(x=torch.as_tensor(split.x_train[keep], dtype=torch.float32))
-    return train_dual(data, _pretrain_cfg(sc), seed=seed, device=device, on_progress=on_progress).model
+    return train_dual(data, pretrain_cfg(sc), seed=seed, device=device, on_progress=on_progress).model
 
 
 def teacher_samples(teacher: Denoiser, scale: str | DualScale, seed: int = 0,
                     device: torch.device | str = "cpu", *, ft: Optional[FinetuneScale] = None) -> Tensor:
     """The teacher's own samples that carry the distillation constraint (seeded apart from evaluation draws)."""
     _, sc, ft = _resolve(scale, ft)
-    return sample_ddpm(teacher, ft.teacher_samples, seed=seed + 1, device=device, cfg=_pretrain_cfg(sc).sampler)
+    return sample_ddpm(teacher, ft.teacher_samples, seed=seed + 1, device=device, cfg=pretrain_cfg(sc).sampler)
 
 
 def _tag(on_progress: ProgressFn | None, name: str) -> ProgressFn | None:
@@ -204,7 +157,7 @@ def drift_threshold(teacher: Denoiser, x_ref: np.ndarray | Tensor, teacher_x0: T
     last ``drift_tail`` of the dual blocks (what the dual step compares with b̃).
     """
     _, sc, ft = _resolve(scale, ft)
-    cfg = _finetune_cfg(sc, ft, DualAscentCfg(mode="unconstrained"))
+    cfg = finetune_cfg(sc, ft, DualAscentCfg(mode="unconstrained"))
     x_ref = torch.as_tensor(np.asarray(x_ref), dtype=torch.float32)
     out = _finetune(x_ref, teacher, teacher_x0, cfg, seed, device, _tag(on_progress, "drift"))
     return _tail_mean(out.constraint_losses[:, 0], ft.drift_tail)
@@ -235,8 +188,8 @@ def finetune_variants(teacher: Denoiser, x_new: np.ndarray | Tensor, scale: str 
         raise ValueError(f"threshold must be a positive finite loss, got {threshold}")
     dual_lr = min(DUAL_LR_MAX, ft.eta / threshold)
     cfgs = {
-        "unconstrained": _finetune_cfg(sc, ft, DualAscentCfg(mode="unconstrained")),
-        "constrained": _finetune_cfg(sc, ft, DualAscentCfg(mode="dual", threshold=float(threshold), lr=dual_lr,
+        "unconstrained": finetune_cfg(sc, ft, DualAscentCfg(mode="unconstrained")),
+        "constrained": finetune_cfg(sc, ft, DualAscentCfg(mode="dual", threshold=float(threshold), lr=dual_lr,
                                                            primal_per_dual=ft.primal_per_dual)),
     }
     return {name: _finetune(x_new, teacher, teacher_x0, cfg, seed, device, _tag(on_progress, name))

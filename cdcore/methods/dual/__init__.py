@@ -57,104 +57,13 @@ from torch import Tensor, nn
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import Strict
 from cdcore.methods.landing import DivergenceError
+from cdcore.config.dual import DDPMCfg, DenoiserCfg, DualAscentCfg, DualCfg, DualTrainCfg, SamplerCfg, ddpm_betas
 
-NonNeg = Annotated[float, Field(ge=0, le=1e6)]
 CKPT_FORMAT = "cdcore-dual-v1"
 TRAIN_CKPT_FORMAT = "cdcore-dual-train-v1"     # resumable training state, not a finished model
 
 
 # ----- configuration ----------------------------------------------------------
-def ddpm_betas(cfg: "DDPMCfg") -> Tensor:
-    return torch.linspace(cfg.beta_start, cfg.beta_end, cfg.T, dtype=torch.float64)
-
-
-class DDPMCfg(Strict):
-    """Linear-β DDPM schedule; t is 1-based, ᾱ_t = Π_{s≤t}(1 − β_s).
-
-    The defaults are DDPM's (1e-4, 0.02 at T = 1000) rescaled by 1000/T to T = 200,
-    so x_T is still ~N(0, I); a schedule with ᾱ_T > 0.01 is refused, since the
-    sampler starts from pure noise (β up to 0.02 at T = 200 would leave ᾱ_T ≈ 0.13).
-    """
-
-    T: int = Field(200, ge=2, le=4000)
-    beta_start: float = Field(5e-4, gt=0, lt=1)
-    beta_end: float = Field(0.1, gt=0, lt=1)
-    t_min: int = Field(2, ge=1, le=4000, description="training draws t ~ U{t_min..T}; the paper uses 2")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "DDPMCfg":
-        if self.beta_end < self.beta_start:
-            raise ValueError(f"beta_end ({self.beta_end}) must be >= beta_start ({self.beta_start})")
-        if self.t_min > self.T:
-            raise ValueError(f"t_min ({self.t_min}) must be <= T ({self.T})")
-        abar_T = float(torch.prod(1 - ddpm_betas(self)))
-        if abar_T > 0.01:
-            raise ValueError(f"ᾱ_T = {abar_T:.3g} > 0.01: x_T is not noise, but sampling starts from N(0, I); "
-                             "raise beta_end or T")
-        return self
-
-
-class DenoiserCfg(Strict):
-    hidden: int = Field(256, ge=8, le=8192)
-    depth: int = Field(3, ge=1, le=32, description="residual blocks")
-    time_features: int = Field(32, ge=1, le=512, description="sinusoid pairs of the t-embedding")
-    num_classes: int = Field(0, ge=0, le=100_000, description=">0: class-conditional ε-model (baseline)")
-
-
-class DualTrainCfg(Strict):
-    steps: int = Field(3000, ge=1, le=10_000_000, description="primal (AdamW) steps")
-    primal_batch: int = Field(128, ge=1, le=1_000_000)
-    dual_batch: Optional[int] = Field(None, ge=1, le=1_000_000,
-                                      description="per-constraint batch; None: primal_batch·|D_i|/|D_q| (≥ min_dual_batch)")
-    min_dual_batch: int = Field(8, ge=1, le=1_000_000)
-    lr: float = Field(1e-3, gt=0, le=1)
-    lr_final: float = Field(0.1, ge=0, le=1, description="cosine decay ends at lr·lr_final")
-    warmup: int = Field(100, ge=0, le=1_000_000)
-    weight_decay: float = Field(0.0, ge=0, le=10)
-    grad_clip: float = Field(1.0, gt=0, le=1e6)
-    ema: float = Field(0.999, ge=0, lt=1, description="0 disables; the EMA model is the one returned")
-    log_every: int = Field(100, ge=1, le=10_000_000)
-    checkpoint_every: int = Field(500, ge=1, le=10_000_000, description="steps between checkpoints")
-
-
-class DualAscentCfg(Strict):
-    mode: Literal["dual", "fixed", "unconstrained"] = "dual"
-    lr: float = Field(0.5, gt=0, le=100, description="η_d, raw (not relative to the primal lr)")
-    primal_per_dual: int = Field(3, ge=1, le=100_000, description="N primal steps per dual step")
-    resilience: float = Field(0.0, ge=0, le=1e6, description="γ of the resilient update; 0 = Alg. 2")
-    threshold: NonNeg | list[NonNeg] = Field(0.0, description="b̃_i (a scalar is used for every constraint)")
-    threshold_kind: Literal["absolute", "relative"] = Field(
-        "absolute", description="relative: b̃_i = threshold_i · running mean of the objective loss")
-    threshold_ema: float = Field(0.9, ge=0, lt=1, description="per-dual-step EMA of the objective loss (relative)")
-    fixed_lambdas: Optional[list[NonNeg]] = Field(None, description="λ for mode=fixed (reweighting baseline)")
-
-    @model_validator(mode="after")
-    def _fixed_needs_lambdas(self) -> "DualAscentCfg":
-        if self.mode == "fixed" and self.fixed_lambdas is None:
-            raise ValueError("mode 'fixed' needs fixed_lambdas (one per constraint; see oracle_lambdas)")
-        return self
-
-
-class FinetuneCfg(Strict):
-    source: Literal["noise", "samples"] = Field(
-        "samples", description="x_t of the distillation constraint: N(0,I) (paper shortcut) or noised teacher samples")
-    teacher_samples: int = Field(2000, ge=1, le=10_000_000)
-    init_from_teacher: bool = True
-
-
-class SamplerCfg(Strict):
-    variance: Literal["posterior", "beta"] = "posterior"
-    clip: Optional[float] = Field(1.0, gt=0, le=1e6, description="clip predicted x_0 to ±clip; None: no clipping")
-    batch_size: int = Field(4096, ge=1, le=10_000_000)
-
-
-class DualCfg(Strict):
-    schedule: DDPMCfg = DDPMCfg()
-    model: DenoiserCfg = DenoiserCfg()
-    train: DualTrainCfg = DualTrainCfg()
-    dual: DualAscentCfg = DualAscentCfg()
-    finetune: FinetuneCfg = FinetuneCfg()
-    sampler: SamplerCfg = SamplerCfg()
 
 
 # ----- DDPM model -------------------------------------------------------------

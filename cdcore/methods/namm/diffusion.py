@@ -17,31 +17,13 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from cdcore.config import Strict
 from cdcore.constraints.base import Constraint
 from cdcore.methods.namm.loss import constraint_distance
 from cdcore.nets.images import ICNN, ScoreUNet
 from cdcore.constraints.images import nchw_to_flat
-
-
-class MdmCfg(Strict):
-    """Score-model training on mirror data; defaults are CPU-small (paper: NCSN++ nf 64, lr 2e-4, EMA 0.9999)."""
-
-    steps: int = Field(1000, ge=1, le=100_000_000)
-    batch_size: int = Field(64, ge=1, le=4096)
-    lr: float = Field(2e-4, gt=0, le=1.0)
-    warmup: int = Field(0, ge=0, description="linear lr warm-up steps (paper: 5000)")
-    grad_clip: float = Field(1.0, gt=0)
-    ema: float = Field(0.9999, ge=0, lt=1)
-    nf: int = Field(32, ge=1, le=1024)
-    padding: Literal["zeros", "circular"] = Field("zeros", description="circular: the U-Net wraps around (torus)")
-    beta_min: float = Field(0.1, gt=0)
-    beta_max: float = Field(20.0, gt=0)
-    eps_t: float = Field(1e-3, gt=0, lt=1)
-    log_every: int = Field(50, ge=1)
+from cdcore.config.namm import MdmCfg
 
 
 class VPSDE:

@@ -8,78 +8,19 @@ stuck at the initial weights). ``fit_namm`` returns the EMA nets.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from cdcore.config import Strict
 from cdcore.constraints.base import Constraint
 from cdcore.methods.namm.loss import constraint_distance, namm_loss
 from cdcore.nets.images import ICNN, ResnetGenerator
 from cdcore.constraints.images import nchw_to_flat
+from cdcore.config.namm import NammCfg
 
 ProgressFn = Callable[[int, dict], None]
-
-
-class NammCfg(Strict):
-    """Hyper-parameters of NAMM training; defaults = the paper's (Burgers row of §1.5, full-size nets)."""
-
-    steps: int = Field(1000, ge=1, le=100_000_000, description="optimiser steps (an epoch = N / batch_size steps)")
-    batch_size: int = Field(16, ge=1, le=4096)
-    lr: float = Field(2e-4, gt=0, le=1.0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    sigma_max: float = Field(0.1, ge=0, le=100.0, description="mirror-space noise level σ ~ U[0, σ_max]")
-    fixed_sigma: bool = False
-    lam_cyc: float = Field(1.0, ge=0)
-    lam_constr: float = Field(1.0, ge=0)
-    lam_reg: float = Field(1e-3, ge=0)
-    ema: float = Field(0.999, ge=0, lt=1)
-    alpha: float = Field(0.9, gt=0, lt=1, description="strong convexity of g: g = (1 − α)∇ψ + αx")
-    icnn_layers: int = Field(3, ge=1, le=16)
-    icnn_filters: int = Field(32, ge=1, le=1024)
-    f_filters: int = Field(64, ge=1, le=1024)
-    f_down: int = Field(2, ge=0, le=6)
-    f_blocks: int = Field(6, ge=0, le=32)
-    f_residual: bool = True
-    f_activation: Literal["softplus", "none"] = "softplus"
-    f_dropout: float = Field(0.5, ge=0, lt=1)
-    f_padding: Literal["zeros", "circular"] = Field("zeros", description="circular: f equivariant on the torus")
-    check_data: bool = Field(True, description="refuse data whose ℓ_constr exceeds data_tol (as the reference)")
-    data_tol: float = Field(1e-2, gt=0)
-    log_every: int = Field(50, ge=1)
-
-    @model_validator(mode="after")
-    def _sane(self) -> "NammCfg":
-        if self.lam_cyc + self.lam_constr + self.lam_reg == 0:
-            raise ValueError("all loss weights are zero")
-        return self
-
-
-# Per-task settings of the paper (§1.5 of the reference notes); nets at paper size.
-PAPER_TASKS: dict[str, dict] = {
-    "total_brightness": dict(lam_constr=0.01, sigma_max=0.1, lr=2e-4, icnn_layers=3),
-    "burgers": dict(lam_constr=1.0, sigma_max=0.1, lr=2e-4, icnn_layers=3),
-    "kolmogorov": dict(lam_constr=1.0, sigma_max=0.5, lr=1e-3, icnn_layers=2, f_residual=False,
-                       f_activation="none"),
-    "periodic_texture": dict(lam_constr=1.0, sigma_max=0.1, lr=2e-4, icnn_layers=3),
-    "count": dict(lam_constr=0.01, sigma_max=0.1, lr=2e-4, icnn_layers=2, f_residual=False),
-}
-# CPU smoke sizes (reference §2.6): ICNN 1–2 layers / 8–16 filters, f with 1 down/up, 2 blocks, 16 ch.
-CI_NETS = dict(icnn_layers=1, icnn_filters=8, f_filters=16, f_down=1, f_blocks=2, f_dropout=0.0)
-
-
-def task_cfg(task: str, scale: Literal["ci", "paper"] = "paper", **overrides) -> NammCfg:
-    """The paper's settings for a benchmark, optionally with the CPU smoke nets."""
-    base = dict(PAPER_TASKS[task])
-    if scale == "ci":
-        base.update(CI_NETS)
-        base["icnn_layers"] = min(base["icnn_layers"], 2)
-    base.update(overrides)
-    return NammCfg(**base)
 
 
 def build_nets(channels: int, cfg: NammCfg) -> tuple[ICNN, ResnetGenerator]:
