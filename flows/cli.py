@@ -291,7 +291,8 @@ def _bench_cost(device: str, precision: str, only: Optional[List[str]], n: Optio
 
 
 def _bench_finetune(scale: str, device: str, threads: Optional[int], root: str) -> None:
-    from cdcore.benchmarks.dual_finetune import FT_SCALES, format_finetune_report
+    from cdcore.config.dual import FT_SCALES
+    from cdcore.benchmarks.dual_finetune import format_finetune_report
     from flows.bench import run_dual_finetune
 
     if scale not in FT_SCALES:
@@ -305,7 +306,8 @@ def _bench_finetune(scale: str, device: str, threads: Optional[int], root: str) 
 
 def _bench_dual(scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads: Optional[int],
                 root: str) -> None:
-    from cdcore.benchmarks.dual import SCALES, VARIANTS, format_dual_report
+    from cdcore.benchmarks.dual import format_dual_report
+    from cdcore.config.dual import SCALES, VARIANTS
 
     if scale not in SCALES:
         _fail(f"--scale must be one of {', '.join(SCALES)} for dual, got {scale!r}")

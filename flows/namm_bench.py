@@ -23,7 +23,8 @@ def log_result(res: dict, parent_run_id: Optional[str] = None) -> None:
 
 def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
                fail: Callable[[str], None]) -> dict:
-    from cdcore.benchmarks.namm import PROBLEMS, SCALES, format_report, run_suite
+    from cdcore.benchmarks.namm import format_report, run_suite
+    from cdcore.config.namm import PROBLEMS, SCALES
 
     if scale not in SCALES:
         fail(f"--scale must be one of {', '.join(SCALES)} for namm, got {scale!r}")

@@ -23,16 +23,11 @@ from cdcore.data import io
 from cdcore.metrics import mmd_rbf
 from cdcore.benchmarks.namm import (distances, finetune_f)
 from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, sample_mdm
-from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm
+from cdcore.config.namm import NammCfg
+from cdcore.methods.namm.fit import build_nets, evaluate_namm, fit_namm
 from cdcore.nets.images import ScoreUNet
-from cdcore.data.namm import (
-    BrightnessConstraint,
-    BurgersConstraint,
-    ImageConstraint,
-    KolmogorovConstraint,
-    PeriodicConstraint,
-    make_problem,
-)
+from cdcore.constraints.images import BrightnessConstraint, BurgersConstraint, ImageConstraint, KolmogorovConstraint, PeriodicConstraint
+from cdcore.data.namm import make_problem
 from cdcore.profiling import measure, resolve_device
 from cdcore.report import loss_curve
 from flows import tracking
@@ -263,7 +258,7 @@ def run_train(params: Params, name: str, root: Path, parent_run_id: Optional[str
 
 def load_sampler(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """The registered bundle: {"g", "f", "score", "constraint", "meta"} (weights-only checkpoint)."""
-    from cdcore.methods.namm.diffusion import VPSDE
+    from cdcore.dynamics.schedules import VPSDE
 
     state = load_checkpoint(path, map_location="cpu")
     if state.get("format") != FORMAT + "-sampler":

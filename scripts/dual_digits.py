@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 from cdcore.data.digits import DigitsCfg, load_digits_split
-from cdcore.benchmarks.dual import VARIANTS, DualScale, fit_split_classifier, run_variant
+from cdcore.benchmarks.dual import fit_split_classifier, run_variant
+from cdcore.config.dual import VARIANTS
+from cdcore.config.dual import DualScale
 
 
 def run(args: argparse.Namespace) -> None:

@@ -180,7 +180,8 @@ def test_active_set_entry_and_exit_along_a_path():
 @pytest.mark.parametrize("handling", ["landing", "none"])
 def test_underdamped_velocity_reconstruction_is_tangent_and_first_order(handling):
     """v̂ = P(x')(x' − x)/h recovers the velocity that moved x to x' (landing.md §1.6) to O(h)."""
-    from cdcore.dynamics import DynamicsConfig, _velocity, constrain
+    from cdcore.dynamics import DynamicsConfig, constrain
+    from cdcore.dynamics.landing import _velocity
 
     sphere = Sphere(3)
     cfg = DynamicsConfig(kind="underdamped", handling=handling)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cdcore.data.digits import DigitsCfg, load_digits_split
-from cdcore.benchmarks.dual import SCALES
+from cdcore.config.dual import SCALES
 from cdcore.methods.dual.evaluate import fit_classifier
 from cdcore.benchmarks.dual_finetune import (
     evaluate_finetune_samples,

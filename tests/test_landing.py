@@ -287,7 +287,7 @@ def test_step_active_removes_the_rows_a_landing_step_acted_on_and_only_those():
     act = step_active(box, x, z)
     assert act[0].tolist() == [True, False, False, False] and not act[1].any(), act  # rows: x − 1, y − 1, −1 − x, −1 − y
     dyn = DynamicsConfig(kind="underdamped")
-    from cdcore.dynamics import _velocity
+    from cdcore.dynamics.landing import _velocity
 
     v = _velocity(box, dyn, x, z, 0.1)
     assert torch.allclose(_velocity(box, dyn, x, z, 0.1, at_start=True)[0], v[0], atol=1e-5)  # same rows at x
@@ -347,7 +347,7 @@ def test_explicit_landing_shares_one_geometry_without_changing_a_bit(name, kind,
     """An explicit landing step projects its tangent step and lands with one geometry at x (the robot arm spent
     40 % of its sampling time building it twice); the samples must be those of the unshared path, bit for bit,
     and SO(n)'s closed forms must not be replaced by the generic Gram."""
-    import cdcore.dynamics as dyn_mod
+    import cdcore.dynamics.landing as dyn_mod
     from cdcore.constraints import make
 
     c = make(name, **({"tangent_mode": "manifold"} if name == "so10" else {}))

@@ -73,7 +73,7 @@ def test_namm_method_runs_data_mirror_train_sample_evaluate(tmp_path):
 def test_namm_pipeline_builds_and_reloads_the_benchmarks_periodic_nets(tmp_path):
     """The periodic textures' circular f and score U-Net (ci scale) reach the pipeline's bundle and come back from
     it: a reloaded sampler with zero-padded nets would load the same weights into different functions."""
-    from cdcore.benchmarks.namm import CI
+    from cdcore.config.namm import CI
     from flows import stages
     from flows.stages_namm import draw, load_sampler
 
@@ -94,7 +94,7 @@ def test_namm_pipeline_fine_tunes_f_as_the_bench_does(tmp_path):
     """finetune_steps in params.yaml runs the bench's fine-tuning: the scale's settings (ci periodic_texture:
     λ_cyc 3; with the fit's λ_cyc 1 f collapses), the data set's finetune_kw over them, held-out diagnostics in the
     bundle; changing the settings re-runs the stage, and an unknown setting is refused with the list."""
-    from cdcore.benchmarks.namm import CI
+    from cdcore.config.namm import CI
     from flows import stages, stages_namm
     from flows.stages_namm import load_sampler
 

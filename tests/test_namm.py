@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from cdcore.constraints import make as make_constraint
-from cdcore.methods.namm.fit import NammCfg, build_nets, evaluate_namm, fit_namm
+from cdcore.config.namm import NammCfg
+from cdcore.methods.namm.fit import build_nets, evaluate_namm, fit_namm
 from cdcore.config.namm import task_cfg
 from cdcore.nets.images import ICNN, ResnetGenerator, ScoreUNet
-from cdcore.data.namm import ImageConstraint, _check, make_count, make_problem, tile_states
+from cdcore.constraints.images import ImageConstraint, tile_states
+from cdcore.data.namm import _check, make_count, make_problem
 from cdcore.constraints.images import untile_states
 
 
@@ -204,7 +206,9 @@ def test_fit_refuses_infeasible_data():
 
 
 def test_mirror_diffusion_trains_samples_and_runs_mirror_dps():
-    from cdcore.methods.namm.diffusion import MdmCfg, VPSDE, fit_mdm, mirror_data, mirror_dps, sample_mdm
+    from cdcore.config.namm import MdmCfg
+    from cdcore.dynamics.schedules import VPSDE
+    from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, mirror_dps, sample_mdm
 
     p = make_problem("total_brightness", n=32, image=16)
     torch.manual_seed(0)

@@ -13,8 +13,10 @@ from torch import nn
 
 from cdcore.benchmarks import namm as nb
 from cdcore.benchmarks import namm_dps as db
-from cdcore.methods.namm.diffusion import VPSDE, mirror_dps
-from cdcore.data.namm import BrightnessConstraint, make_problem, tile_states
+from cdcore.dynamics.schedules import VPSDE
+from cdcore.methods.namm.diffusion import mirror_dps
+from cdcore.constraints.images import BrightnessConstraint, tile_states
+from cdcore.data.namm import make_problem
 from cdcore.constraints.images import nchw_to_flat
 
 SIGMA = 0.2

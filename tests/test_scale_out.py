@@ -27,7 +27,8 @@ def _write_params(project: Path, **changes) -> dict:
 
 # ----- sweep configuration ----------------------------------------------------------
 def test_sweep_defaults_cover_every_dataset_the_method_and_two_seeds(project):
-    from flows.sweep import SweepCfg, load_sweep
+    from cdcore.config.common import SweepCfg
+    from flows.sweep import load_sweep
 
     params, cfg = load_sweep(project / "params.yaml")
     assert cfg.datasets == list(params.datasets) == ["vmf", "volcano"]

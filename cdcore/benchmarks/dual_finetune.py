@@ -66,14 +66,9 @@ import torch
 from torch import Tensor
 
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, DigitsSplit, load_digits_split
-from cdcore.benchmarks.dual import (
-    SCALES,
-    DualScale,
-    _iv,
-    _json_default,
-    fit_split_classifier,
-    t_interval,
-)
+from cdcore.benchmarks.dual import _iv, _json_default, fit_split_classifier, t_interval
+from cdcore.config.dual import SCALES
+from cdcore.config.dual import DualScale
 from cdcore.methods.dual.evaluate import EvalClassifier, evaluate_digits
 from cdcore.methods.dual import Denoiser, DistillConstraint, DualAscentCfg, DualCfg, DualData, DualOutcome, ProgressFn, q_sample, sample_ddpm, train_dual
 from cdcore.profiling import measure

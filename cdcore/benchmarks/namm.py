@@ -54,11 +54,14 @@ import torch
 from torch import Tensor, nn
 
 from cdcore.metrics import mmd_rbf
-from cdcore.methods.namm.diffusion import MdmCfg, fit_mdm, mirror_data, sample_mdm
-from cdcore.methods.namm.fit import NammCfg, evaluate_namm, fit_namm
+from cdcore.config.namm import MdmCfg
+from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, sample_mdm
+from cdcore.config.namm import NammCfg
+from cdcore.methods.namm.fit import evaluate_namm, fit_namm
 from cdcore.config.namm import task_cfg
 from cdcore.methods.namm.loss import constraint_distance
-from cdcore.data.namm import CountConstraint, ProblemData, make_problem, simulate_count_images
+from cdcore.constraints.images import CountConstraint
+from cdcore.data.namm import ProblemData, make_problem, simulate_count_images
 from cdcore.constraints.images import CountingCNN, nchw_to_flat
 from cdcore.profiling import measure, resolve_device
 from cdcore.config.namm import CI, PAPER, PROBLEMS, SCALES, ScaleCfg, finetune_settings, fit_overrides, score_cfg, steps_for

@@ -71,9 +71,11 @@ import torch
 from torch import Tensor
 
 from cdcore.data.io import atomic_path, write_text_atomic
-from cdcore.benchmarks.namm import CI, PAPER, ScaleCfg, distances, run_problem
+from cdcore.config.namm import CI, PAPER, ScaleCfg
+from cdcore.benchmarks.namm import distances, run_problem
 from cdcore.methods.namm.diffusion import mirror_dps
-from cdcore.data.namm import BurgersConstraint, KolmogorovConstraint, ProblemData, tile_states
+from cdcore.constraints.images import BurgersConstraint, KolmogorovConstraint, tile_states
+from cdcore.data.namm import ProblemData
 from cdcore.constraints.images import nchw_to_flat
 from cdcore.profiling import measure, resolve_device
 

@@ -56,7 +56,9 @@ from torch import Tensor, nn
 
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import Strict
-from cdcore.methods.landing import DivergenceError
+from cdcore.dynamics.schedules import DDPMCoefficients
+from cdcore.dynamics.unconstrained import ddpm_ancestral
+from cdcore.methods.errors import DivergenceError
 from cdcore.config.dual import DDPMCfg, DenoiserCfg, DualAscentCfg, DualCfg, DualTrainCfg, SamplerCfg, ddpm_betas
 
 CKPT_FORMAT = "cdcore-dual-v1"
@@ -613,37 +615,17 @@ def sample_ddpm(model: Denoiser, n: int, seed: int = 0, device: torch.device | s
     if y_all is not None and len(y_all) != n:
         raise ValueError(f"{len(y_all)} labels for {n} samples")
     # schedule coefficients as Python floats, read off the device once: the step loop never syncs with the host
-    betas, abar = model.betas.double().cpu(), model.abar.double().cpu()
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    alphas = 1 - betas
-    post_var = betas * (1 - abar_prev) / (1 - abar)
-    var = (post_var if cfg.variance == "posterior" else betas).tolist()
-    c_x0 = (abar_prev.sqrt() * betas / (1 - abar)).tolist()
-    c_xt = (alphas.sqrt() * (1 - abar_prev) / (1 - abar)).tolist()
-    eps_coef = (betas / (1 - abar).sqrt()).tolist()
-    abar, alphas = abar.tolist(), alphas.tolist()
+    coef = DDPMCoefficients.of(model.betas, model.abar, cfg.variance)
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for s in range(0, n, cfg.batch_size):
         b = min(cfg.batch_size, n - s)
         y = None if y_all is None else y_all[s:s + b].to(device)
         x = torch.randn((b, model.dim), generator=gen, device=device)
-        for t in range(model.T, 0, -1):
-            i = t - 1
-            eps = model(x, torch.full((b,), t, device=device, dtype=torch.long), y)
-            if cfg.clip is not None:
-                x0 = ((x - math.sqrt(1 - abar[i]) * eps) / math.sqrt(abar[i])).clamp(-cfg.clip, cfg.clip)
-                mean = c_x0[i] * x0 + c_xt[i] * x
-            else:
-                mean = (x - eps_coef[i] * eps) / math.sqrt(alphas[i])
-            if t > 1:
-                z = torch.randn(x.shape, generator=gen, device=device)
-                x = mean + math.sqrt(var[i]) * z
-            else:
-                x = mean
-        if not bool(torch.isfinite(x).all()):
+        res = ddpm_ancestral(lambda xt, t: model(xt, t, y), x, coef, cfg.clip, generator=gen)
+        if bool(res.dropped.any()):
             raise DivergenceError("DDPM sampling produced NaN/Inf; the model diverged or the schedule is broken")
-        out.append(x.float().cpu())
+        out.append(res.x.float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, model.dim))
 

@@ -29,8 +29,7 @@ from cdcore.profiling import resolve_device  # noqa: F401  (re-exported: stages 
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 
 
-class DivergenceError(RuntimeError):
-    """Training or sampling produced NaN/Inf; the message says where and what was kept."""
+from cdcore.methods.errors import DivergenceError  # noqa: E402,F401  (one error for every method)
 
 
 def schedule_from(cfg: ScheduleCfg) -> NoiseSchedule:

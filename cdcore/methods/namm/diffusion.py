@@ -24,26 +24,10 @@ from cdcore.methods.namm.loss import constraint_distance
 from cdcore.nets.images import ICNN, ScoreUNet
 from cdcore.constraints.images import nchw_to_flat
 from cdcore.config.namm import MdmCfg
-
-
-class VPSDE:
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, eps_t: float = 1e-3) -> None:
-        self.beta_min, self.beta_max, self.eps_t = beta_min, beta_max, eps_t
-
-    def beta(self, t: Tensor) -> Tensor:
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def log_mean_coeff(self, t: Tensor) -> Tensor:
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-
-    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(a_t, s_t): x_t = a_t x_0 + s_t ε."""
-        lm = self.log_mean_coeff(t)
-        return lm.exp(), (-torch.expm1(2 * lm)).clamp_min(1e-12).sqrt()
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
+from cdcore.dynamics.result import Callback
+from cdcore.dynamics.schedules import VPSDE, bcast
+from cdcore.dynamics.unconstrained import vp_reverse_sde
+from cdcore.methods.errors import DivergenceError
 
 
 @torch.no_grad()
@@ -77,9 +61,10 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
         t = cfg.eps_t + (1 - cfg.eps_t) * torch.rand(y0.shape[0], generator=dgen, device=dev)
         a, s = sde.marginal(t)
         eps = torch.randn(y0.shape, generator=dgen, device=dev)
-        loss = (net(_bcast(a, y0) * y0 + _bcast(s, y0) * eps, t) - eps).pow(2).mean()
+        loss = (net(bcast(a, y0) * y0 + bcast(s, y0) * eps, t) - eps).pow(2).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"score loss is not finite at step {step}")
+            raise DivergenceError(f"score loss is not finite at step {step}; lower the score model's lr or raise its "
+                                  "warm-up (MdmCfg.lr, MdmCfg.warmup)")
         if cfg.warmup:
             for grp in opt.param_groups:
                 grp["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
@@ -101,7 +86,8 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
 
 @torch.no_grad()
 def sample_mdm(net: nn.Module, shape: tuple[int, int, int], n: int, steps: int = 1000, seed: int = 0,
-               f: Optional[nn.Module] = None, sde: Optional[VPSDE] = None) -> tuple[Tensor, Optional[Tensor]]:
+               f: Optional[nn.Module] = None, sde: Optional[VPSDE] = None,
+               callback: Optional[Callback] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Reverse-SDE Euler–Maruyama from N(0, I) at t = 1 to eps_t. Returns (ỹ (n, C, H, W), f(ỹ) or None).
 
     Runs on the device of the net's parameters.
@@ -110,18 +96,11 @@ def sample_mdm(net: nn.Module, shape: tuple[int, int, int], n: int, steps: int =
     dev = next(net.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     x = torch.randn(n, *shape, generator=gen, device=dev)
-    ts = torch.linspace(1.0, sde.eps_t, steps, device=dev)
-    dt = -(1.0 - sde.eps_t) / steps
-    mean = x
-    for t in ts:
-        tb = t.expand(n)
-        _, s = sde.marginal(tb)
-        score = -net(x, tb) / _bcast(s, x)
-        beta = _bcast(sde.beta(tb), x)
-        drift = -0.5 * beta * x - beta * score
-        mean = x + drift * dt
-        x = mean + (beta * -dt).sqrt() * torch.randn(x.shape, generator=gen, device=dev)
-    y = mean
+    res = vp_reverse_sde(net, x, sde, steps, generator=gen, callback=callback)
+    if bool(res.dropped.any()):
+        raise DivergenceError(f"mirror-space sampling produced NaN/Inf in {int(res.dropped.sum())} of {n} samples; "
+                              "the score model diverged")
+    y = res.x
     return y, (f(y) if f is not None else None)
 
 
@@ -163,7 +142,7 @@ def mirror_dps(
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, *shape, generator=gen).to(dev)
     ts = torch.linspace(1.0, sde.eps_t, steps + 1, device=dev)
-    zeta_b = _bcast(zeta.to(dev, x.dtype), x) if isinstance(zeta, Tensor) else zeta
+    zeta_b = bcast(zeta.to(dev, x.dtype), x) if isinstance(zeta, Tensor) else zeta
     w = constraint_weight.to(dev, x.dtype) if isinstance(constraint_weight, Tensor) else constraint_weight
     use_constraint = constraint is not None and bool(torch.as_tensor(constraint_weight).gt(0).any())
     if constraint_reduction not in ("mean", "sum"):
@@ -179,7 +158,7 @@ def mirror_dps(
         beta = 1 - alpha
         x = x.detach().requires_grad_(True)
         eps = net(x, t)
-        x0 = (x - _bcast(s, x) * eps) / _bcast(a, x)
+        x0 = (x - bcast(s, x) * eps) / bcast(a, x)
         pred = f(x0) if (mirror and f is not None) else x0
         res = (y_obs - measure(pred)) / sigma_y
         loss = res.reshape(n, -1).norm(dim=1).sum()
@@ -188,11 +167,11 @@ def mirror_dps(
             loss = loss + (wd.mean() if constraint_reduction == "mean" else wd.sum())
         grad = torch.autograd.grad(loss, x)[0]
         with torch.no_grad():
-            c1 = _bcast(abar_prev.sqrt() * beta / (1 - abar), x)
-            c2 = _bcast(alpha.sqrt() * (1 - abar_prev) / (1 - abar), x)
-            var = _bcast(beta * (1 - abar_prev) / (1 - abar), x)
+            c1 = bcast(abar_prev.sqrt() * beta / (1 - abar), x)
+            c2 = bcast(alpha.sqrt() * (1 - abar_prev) / (1 - abar), x)
+            var = bcast(beta * (1 - abar_prev) / (1 - abar), x)
             noise = torch.randn(x.shape, generator=gen).to(dev) if i < steps - 1 else torch.zeros_like(x)
-            step = zeta_b * grad if zeta_schedule == "constant" else zeta_b * _bcast(a, x) * grad
+            step = zeta_b * grad if zeta_schedule == "constant" else zeta_b * bcast(a, x) * grad
             x = c1 * x0 + c2 * x + var.sqrt() * noise - step
     x = x.detach()
     if mirror and f is not None:

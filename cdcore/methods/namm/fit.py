@@ -19,6 +19,7 @@ from cdcore.methods.namm.loss import constraint_distance, namm_loss
 from cdcore.nets.images import ICNN, ResnetGenerator
 from cdcore.constraints.images import nchw_to_flat
 from cdcore.config.namm import NammCfg
+from cdcore.methods.errors import DivergenceError
 
 ProgressFn = Callable[[int, dict], None]
 
@@ -127,7 +128,7 @@ def fit_namm(
                                 lam_constr=cfg.lam_constr, lam_reg=cfg.lam_reg, fixed_sigma=cfg.fixed_sigma,
                                 mirror_samples=mb, generator=ngen)
         if not np.isfinite(parts["loss"]):
-            raise FloatingPointError(f"NAMM loss is not finite at step {step}: {parts}")
+            raise DivergenceError(f"NAMM loss is not finite at step {step}: {parts}; lower NammCfg.lr or lam_constr")
         opt_f.zero_grad(set_to_none=True)
         if opt_g is not None:
             opt_g.zero_grad(set_to_none=True)
