@@ -18,7 +18,7 @@ from prefect import flow, task
 from cdcore import benchmarks
 from cdcore.benchmarks.landing import run_benchmark
 from cdcore.data.io import write_text_atomic
-from cdcore.methods.landing import resolve_device
+from cdcore.profiling import resolve_device
 from cdcore.report import landing_bench_overview
 from flows import tracking
 

@@ -316,7 +316,7 @@ def _bench_dual(scale: str, device: str, only: Optional[List[str]], use_flow: bo
     for name in only or []:
         if name not in VARIANTS:
             _fail(f"unknown dual variant {name!r}; available: {', '.join(VARIANTS)}")
-    from cdcore.methods.landing import resolve_device
+    from cdcore.profiling import resolve_device
     from flows.bench import run_dual
 
     try:

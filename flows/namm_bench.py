@@ -33,7 +33,7 @@ def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
             fail(f"unknown NAMM problem {name!r}; available: {', '.join(PROBLEMS)}")
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device must be cpu, cuda or auto, got {device!r}")
-    from cdcore.methods.landing import resolve_device
+    from cdcore.profiling import resolve_device
 
     try:
         resolve_device(device)

@@ -29,15 +29,8 @@ from cdcore.config import BenchmarkDataset, FileDataset, Params, VmfDataset
 from cdcore.data import io
 from cdcore.data.earth import latlon_to_xyz
 from cdcore.data.synthetic import vmf_mixture
-from cdcore.methods.landing import (
-    build_model,
-    resolve_device,
-    forward_end_prior,
-    sample_landing,
-    sample_quality_selector,
-    schedule_from,
-    train_landing,
-)
+from cdcore.methods.landing import build_model, forward_end_prior, sample_landing, sample_quality_selector, schedule_from, train_landing
+from cdcore.profiling import resolve_device
 from cdcore.metrics import jsd_latlon, violation_stats
 from cdcore.profiling import measure
 from cdcore.report import loss_curve, scatter_pca, sphere_map

@@ -170,13 +170,14 @@ def test_forward_end_prior_leaves_out_paths_whose_terminal_projection_failed(mon
     pool mostly failed is an error that names the settings."""
     from cdcore.dynamics import PathResult
     from cdcore.methods import landing
+    from cdcore.methods.landing import sample as landing_sample
     from cdcore.config import DynamicsCfg
 
     def fake(constraint, x0, schedule, dyn, generator=None, keep_paths=True):
         bad = torch.arange(len(x0)) % fail_every == 0
         return PathResult(x=torch.where(bad.unsqueeze(1), x0 + 100.0, x0), dropped=bad, newton_iters=torch.zeros(len(x0)))
 
-    monkeypatch.setattr(landing, "forward_paths", fake)
+    monkeypatch.setattr(landing_sample, "forward_paths", fake)
     x = torch.randn(50, 3)
     sched = landing.schedule_from(benchmarks.get("earth").od_schedule)
     fail_every = 4

@@ -94,7 +94,8 @@ def test_tiny_training_lowers_the_path_loss_and_concentrates_samples(kind):
     sc, dc, mc, tc = _tiny(kind)
     sched = schedule_from(sc)
     untrained = build_model(3, sched, dc, mc)
-    from cdcore.methods.landing import _simulate, dynamics_from, full_path_loss
+    from cdcore.methods.landing.train import _simulate
+    from cdcore.methods.landing import dynamics_from, full_path_loss
     val_paths = _simulate(S2, val[:64], sched, dynamics_from(dc), seed=7919)
     before = full_path_loss(untrained, S2, sched, dynamics_from(dc), val_paths)
     out = train_landing(S2, train, val, sched, dc, mc, tc, seed=0)
@@ -168,7 +169,7 @@ def test_selection_returns_the_best_validation_point_and_survives_a_resume(tmp_p
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import cdcore.methods.landing as landing
+    import cdcore.methods.landing.train as landing
 
     train, val, _ = vmf_tensors(300)
     sc, dc, mc, tc = _tiny(steps=30)
@@ -446,7 +447,8 @@ def test_path_loss_projects_with_the_tangent_the_sampler_steps_with():
     not with the generic Jacobian projection (which differs off the manifold, where landing iterates sit)."""
     from cdcore.constraints import Constraint
     from cdcore.constraints.son import SpecialOrthogonal
-    from cdcore.methods.landing import _projector, overdamped_step_loss
+    from cdcore.methods.landing.loss import _projector
+    from cdcore.methods.landing import overdamped_step_loss
 
     c = SpecialOrthogonal(4, tangent_mode="manifold")
     gen = torch.Generator().manual_seed(0)
