@@ -346,7 +346,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
 
 
 def test_nan_lagrangian_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import cdcore.methods.dual as dual_mod
+    import cdcore.methods.dual.train as dual_mod
 
     x, y = toy_data(300)
     data = DualData.from_labelled(x, y, [1, 2])
