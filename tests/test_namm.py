@@ -9,7 +9,8 @@ from torch import nn
 
 from cdcore.constraints import make as make_constraint
 from cdcore.config.namm import NammCfg
-from cdcore.methods.namm.fit import build_nets, evaluate_namm, fit_namm
+from cdcore.methods.namm.fit import build_nets, fit_namm
+from cdcore.methods.namm.evaluate import evaluate_namm
 from cdcore.config.namm import task_cfg
 from cdcore.nets.images import ICNN, ResnetGenerator, ScoreUNet
 from cdcore.constraints.images import ImageConstraint, tile_states
@@ -208,7 +209,8 @@ def test_fit_refuses_infeasible_data():
 def test_mirror_diffusion_trains_samples_and_runs_mirror_dps():
     from cdcore.config.namm import MdmCfg
     from cdcore.dynamics.schedules import VPSDE
-    from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, mirror_dps, sample_mdm
+    from cdcore.methods.namm.train import fit_mdm, mirror_data
+    from cdcore.methods.namm.sample import mirror_dps, sample_mdm
 
     p = make_problem("total_brightness", n=32, image=16)
     torch.manual_seed(0)
@@ -227,3 +229,16 @@ def test_mirror_diffusion_trains_samples_and_runs_mirror_dps():
     cg = mirror_dps(net, None, lambda z: z[..., :4], obs, (1, 16, 16), n=2, steps=10, mirror=False,
                     constraint=p.constraint, constraint_weight=200.0)
     assert torch.isfinite(cg).all()
+
+
+@pytest.mark.parametrize("name", ["burgers", "kolmogorov", "periodic_texture", "total_brightness"])
+def test_image_constraint_rebuilds_from_its_recorded_arguments_in_a_fresh_library(name):
+    """The library knows the image sets without importing their module first, and ``init_kwargs`` is all a
+    data file must record to rebuild the very set (the same residual on the same images)."""
+    from cdcore.constraints import make
+
+    p = make_problem(name, n=3, **({"size": "ci"} if name == "kolmogorov" else {}))
+    again = make(name, **p.constraint.init_kwargs())
+    assert again.spec() == p.constraint.spec()
+    x = p.flat().double()
+    torch.testing.assert_close(again.h(x), p.constraint.h(x), rtol=0, atol=0)

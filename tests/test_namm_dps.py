@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from cdcore.benchmarks import namm as nb
+from cdcore.config import namm as ncfg
 from cdcore.benchmarks import namm_dps as db
 from cdcore.dynamics.schedules import VPSDE
-from cdcore.methods.namm.diffusion import mirror_dps
+from cdcore.methods.namm.sample import mirror_dps
 from cdcore.constraints.images import BrightnessConstraint, tile_states
 from cdcore.data.namm import make_problem
 from cdcore.constraints.images import nchw_to_flat
@@ -157,11 +158,11 @@ def test_selection_rule_prefers_the_lowest_constraint_among_noise_level_misfits(
 # the harness, end to end at a seconds-sized scale
 # ------------------------------------------------------------------------------------------------------------
 TINY_BENCH = replace(
-    nb.CI, name="tiny", n_train=24, n_test=12, n_samples=4, namm_steps=3, dm_steps=3, sample_steps=4,
-    problem_kw={**nb.CI.problem_kw, "burgers": dict(nx=8, nt=8)},
-    namm_kw={p: {**kw, "steps": 3} for p, kw in nb.CI.namm_kw.items()},  # the ci NAMM settings, 3 steps
+    ncfg.CI, name="tiny", n_train=24, n_test=12, n_samples=4, namm_steps=3, dm_steps=3, sample_steps=4,
+    problem_kw={**ncfg.CI.problem_kw, "burgers": dict(nx=8, nt=8)},
+    namm_kw={p: {**kw, "steps": 3} for p, kw in ncfg.CI.namm_kw.items()},  # the ci NAMM settings, 3 steps
 )
-TINY = db.DpsScale(name="tiny", bench=TINY_BENCH, n_val=2, n_val_post=2, n_cases=2, n_post=2, steps=5,
+TINY = ncfg.DpsScale(name="tiny", bench=TINY_BENCH, n_val=2, n_val_post=2, n_cases=2, n_post=2, steps=5,
                    zetas=(0.1, 1.0), cg_weights=(1.0, 3.0))
 
 

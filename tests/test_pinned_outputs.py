@@ -63,7 +63,8 @@ def _landing() -> list[torch.Tensor]:
 
 def _namm() -> list[torch.Tensor]:
     from cdcore.config.namm import MdmCfg
-    from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, mirror_dps, sample_mdm
+    from cdcore.methods.namm.train import fit_mdm, mirror_data
+    from cdcore.methods.namm.sample import mirror_dps, sample_mdm
     from cdcore.methods.namm.fit import fit_namm
     from cdcore.config.namm import task_cfg
     from cdcore.data.namm import make_problem

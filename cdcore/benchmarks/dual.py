@@ -341,6 +341,6 @@ def format_dual_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SCALES", "VARIANTS", "ROW_KEYS", "DualScale", "variant_cfg", "fit_split_classifier", "run_variant",
+__all__ = ["ROW_KEYS", "fit_split_classifier", "run_variant",
            "bench_row", "summarize", "evaluate_targets", "t_interval", "run_dual_bench", "format_dual_report",
            "plot_shares"]

@@ -40,7 +40,6 @@ seeds from the benchmark data); the held-out data's ℓ (``data_constraint_mean`
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import platform
@@ -55,16 +54,18 @@ from torch import Tensor, nn
 
 from cdcore.metrics import mmd_rbf
 from cdcore.config.namm import MdmCfg
-from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, sample_mdm
-from cdcore.config.namm import NammCfg
-from cdcore.methods.namm.fit import evaluate_namm, fit_namm
+from cdcore.methods.namm.train import fit_mdm, mirror_data
+from cdcore.methods.namm.sample import sample_mdm
+from cdcore.methods.namm.evaluate import evaluate_namm
+from cdcore.methods.namm.fit import fit_namm
 from cdcore.config.namm import task_cfg
-from cdcore.methods.namm.loss import constraint_distance
+from cdcore.methods.namm.evaluate import distances
+from cdcore.methods.namm.fit import finetune_f
 from cdcore.constraints.images import CountConstraint
 from cdcore.data.namm import ProblemData, make_problem, simulate_count_images
 from cdcore.constraints.images import CountingCNN, nchw_to_flat
 from cdcore.profiling import measure, resolve_device
-from cdcore.config.namm import CI, PAPER, PROBLEMS, SCALES, ScaleCfg, finetune_settings, fit_overrides, score_cfg, steps_for
+from cdcore.config.namm import PROBLEMS, SCALES, ScaleCfg, finetune_settings, fit_overrides, score_cfg, steps_for
 
 MODELS = ("vanilla", "namm")
 TARGETS = {"constraint_ratio_max": 0.3, "mmd_ratio_max": 1.5}
@@ -112,14 +113,6 @@ def _nchw(x: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
 
 
-@torch.no_grad()
-def distances(constraint, x_nchw: Tensor, batch: int = 256) -> np.ndarray:
-    """Per-sample ℓ_constr (float64 numpy) of NCHW images, computed in batches on their device."""
-    out = [constraint_distance(constraint, nchw_to_flat(x_nchw[i:i + batch])).double().cpu()
-           for i in range(0, x_nchw.shape[0], batch)]
-    return torch.cat(out).numpy()
-
-
 def make_data(problem: str, sc: ScaleCfg, seed: int, device: torch.device, log: Log) -> tuple[ProblemData, dict]:
     kw = dict(sc.problem_kw.get(problem, {}))
     n = sc.n_train + sc.n_test
@@ -131,49 +124,6 @@ def make_data(problem: str, sc: ScaleCfg, seed: int, device: torch.device, log: 
     else:
         data = make_problem(problem, n=n, seed=seed, **kw)
     return data, extra
-
-
-FINETUNE_SEED = 7  # seed + 7: the mirror samples f is fine-tuned on (and validated on); evaluation uses seed + 1
-FINETUNE_CHUNK = 1024  # mirror samples per sampling batch (paper: 13,312 in 13 batches, seed + 7 + 1000·k)
-
-
-def finetune_f(g: nn.Module, f: nn.Module, net_m: nn.Module, x_tr: np.ndarray, constraint, fcfg: NammCfg,
-               sc: ScaleCfg, seed: int, device: torch.device) -> tuple[nn.Module, nn.Module, dict]:
-    """Fine-tune f on mirror-diffusion samples (reference §1.6): g frozen, y = ỹ + σz, the NAMM loss of ``fcfg``.
-
-    ``sc.finetune_n + sc.finetune_val`` mirror samples ỹ are drawn from the mirror score model with seed
-    ``seed + FINETUNE_SEED`` (batches of ``FINETUNE_CHUNK``, the k-th with 1000·k added; the evaluation samples use
-    ``seed + 1``); the first ``finetune_n`` are fitted on,
-    the last ``finetune_val`` are held out for the diagnostics: ℓ(f(ỹ)) and MMD of f(ỹ) against the *training*
-    images, before and after (no test data involved). Returns (g, f fine-tuned (EMA), info).
-    """
-    H, W, C = x_tr.shape[1:]
-    t0 = time.perf_counter()
-    n_all = sc.finetune_n + sc.finetune_val
-    ys = torch.cat([sample_mdm(net_m, (C, H, W), min(FINETUNE_CHUNK, n_all - i), steps=sc.sample_steps,
-                               seed=seed + FINETUNE_SEED + 1000 * (i // FINETUNE_CHUNK))[0]
-                    for i in range(0, n_all, FINETUNE_CHUNK)])
-    ys = ys.permute(0, 2, 3, 1).contiguous()  # NHWC, as fit_namm takes
-    y_fit, y_val = ys[: sc.finetune_n], ys[sc.finetune_n:]
-    t1 = time.perf_counter()
-    f_before = copy.deepcopy(f)  # fit_namm trains the given f in place and returns its EMA copy
-    g2, f2, hist = fit_namm(x_tr, constraint, fcfg, seed=seed, init=(g, f), mirror_samples=y_fit, device=device)
-    t2 = time.perf_counter()
-    tr_flat = x_tr.reshape(len(x_tr), -1).astype(np.float64)
-    info: dict[str, Any] = {"steps": fcfg.steps, "n_fit": len(y_fit), "n_val": len(y_val),
-                            "sample_s": t1 - t0, "fit_s": t2 - t1, "lam_constr": fcfg.lam_constr,
-                            "lam_cyc": fcfg.lam_cyc, "sigma_max": fcfg.sigma_max, "lr": fcfg.lr,
-                            "loss_last": float(np.mean(hist["loss"][-20:]))}
-    with torch.no_grad():
-        yv = y_val.permute(0, 3, 1, 2).to(next(f2.parameters()).device)
-        info["val_constr_mirror"] = float(distances(constraint, yv).mean()) if len(yv) else float("nan")
-        for tag, ff in (("before", f_before.eval()), ("after", f2)):
-            xv = ff(yv) if len(yv) else yv
-            info[f"val_constr_{tag}"] = float(distances(constraint, xv).mean()) if len(xv) else float("nan")
-            flat = nchw_to_flat(xv).double().cpu().numpy()
-            info[f"val_mmd_{tag}"] = mmd_rbf(flat, tr_flat, seed=seed) if len(flat) > 1 else float("nan")
-    info["finetune_s"] = time.perf_counter() - t0
-    return g2, f2, info
 
 
 def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0, log: Log = print,
@@ -418,5 +368,4 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CI", "FINETUNE_SEED", "PAPER", "PROBLEMS", "SCALES", "ScaleCfg", "finetune_f", "fit_overrides", "format_report",
-           "plot_histograms", "run_problem", "run_suite", "steps_for", "train_counter"]
+__all__ = ["format_report", "make_data", "plot_histograms", "run_problem", "run_suite", "train_counter"]

@@ -20,7 +20,7 @@ Measurements (reference §1.7: Burgers "first 8 time columns", Kolmogorov "state
   the divergence constraint couples them to the unobserved 3/4.
 - Noise: y = A(x) + σ_y ε, σ_y = 0.2, ε ~ N(0, I).
 
-Samplers (:func:`cdcore.methods.namm.diffusion.mirror_dps`, same schedule and number of steps for all three)
+Samplers (:func:`cdcore.methods.namm.train.mirror_dps`, same schedule and number of steps for all three)
 - ``dps``: vanilla score model, loss ‖(y − A(x̂0))/σ_y‖₂;
 - ``cg_dps``: the same plus w·ℓ_constr(x̂0) per sample (``constraint_reduction="sum"``: a per-sample weight
   that does not depend on the batch; the reference's 200·mean over its 32 samples is w = 6.25 at ζ = 0.05
@@ -64,16 +64,17 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from cdcore.data.io import atomic_path, write_text_atomic
-from cdcore.config.namm import CI, PAPER, ScaleCfg
-from cdcore.benchmarks.namm import distances, run_problem
-from cdcore.methods.namm.diffusion import mirror_dps
+from cdcore.config.namm import DPS_SCALES as SCALES, DpsScale
+from cdcore.methods.namm.evaluate import distances
+from cdcore.benchmarks.namm import run_problem
+from cdcore.methods.namm.sample import mirror_dps
 from cdcore.constraints.images import BurgersConstraint, KolmogorovConstraint, tile_states
 from cdcore.data.namm import ProblemData
 from cdcore.constraints.images import nchw_to_flat
@@ -97,34 +98,8 @@ Log = Callable[[str], None]
 # ------------------------------------------------------------------------------------------------------------
 # scales
 # ------------------------------------------------------------------------------------------------------------
-@dataclass
-class DpsScale:
-    """Sizes of the inverse-problem benchmark; ``bench`` is the NAMM bench scale whose models are used."""
-
-    name: str
-    bench: ScaleCfg
-    sigma_y: float = 0.2
-    n_val: int = 3  # validation observations (held-out images) for the step-size sweep
-    n_val_post: int = 3  # posterior samples per validation observation and configuration
-    n_cases: int = 8  # test observations
-    n_post: int = 4  # posterior samples per test observation
-    steps: Optional[int] = None  # DPS steps; None = the bench's sampling steps
-    zetas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
-    cg_weights: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
-    zeta_schedule: Literal["constant", "sqrt_abar"] = "sqrt_abar"
-    tune: Literal["first", "each"] = "first"
-    max_batch: int = 512  # posterior samples per mirror_dps call (memory)
-
-    @property
-    def n_steps(self) -> int:
-        return self.steps if self.steps is not None else self.bench.sample_steps
 
 
-CI_DPS = DpsScale(name="ci", bench=CI)
-PAPER_DPS = DpsScale(name="paper", bench=PAPER, n_val=4, n_val_post=4, n_cases=8, n_post=4,
-                     zetas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), cg_weights=(1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
-                     tune="each", max_batch=256)
-SCALES: dict[str, DpsScale] = {"ci": CI_DPS, "paper": PAPER_DPS}
 
 
 def _scale(scale: str | DpsScale) -> DpsScale:
@@ -622,7 +597,7 @@ def format_dps_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BASELINES", "CI_DPS", "PAPER_DPS", "PROBLEMS", "ROW_KEYS", "SAMPLERS", "SCALES", "DpsScale",
+__all__ = ["BASELINES", "PROBLEMS", "ROW_KEYS", "SAMPLERS",
            "Observation", "burgers_observation", "evaluate_targets", "format_dps_report",
            "kolmogorov_observation", "make_observation", "observe", "plot_examples", "posterior", "run_dps_suite",
            "run_inverse", "sample_metrics", "select_config", "summarize", "tune_sampler"]

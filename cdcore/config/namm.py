@@ -386,3 +386,35 @@ def mdm_cfg(ds: NammDataset) -> MdmCfg:
     """The mirror-space score model of a data set."""
     n = sizes(ds)["train_steps"]
     return score_cfg(scale_of(ds), ds.problem, n, log_every=max(1, n // 10))
+
+
+@dataclass
+class DpsScale:
+    """Sizes of the inverse-problem benchmark; ``bench`` is the NAMM bench scale whose models are used."""
+
+    name: str
+    bench: ScaleCfg
+    sigma_y: float = 0.2
+    n_val: int = 3  # validation observations (held-out images) for the step-size sweep
+    n_val_post: int = 3  # posterior samples per validation observation and configuration
+    n_cases: int = 8  # test observations
+    n_post: int = 4  # posterior samples per test observation
+    steps: Optional[int] = None  # DPS steps; None = the bench's sampling steps
+    zetas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    cg_weights: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
+    zeta_schedule: Literal["constant", "sqrt_abar"] = "sqrt_abar"
+    tune: Literal["first", "each"] = "first"
+    max_batch: int = 512  # posterior samples per mirror_dps call (memory)
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps if self.steps is not None else self.bench.sample_steps
+
+
+CI_DPS = DpsScale(name="ci", bench=CI)
+
+
+PAPER_DPS = DpsScale(name="paper", bench=PAPER, n_val=4, n_val_post=4, n_cases=8, n_post=4,
+                     zetas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), cg_weights=(1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
+                     tune="each", max_batch=256)
+DPS_SCALES: dict[str, DpsScale] = {"ci": CI_DPS, "paper": PAPER_DPS}

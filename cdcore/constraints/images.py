@@ -50,6 +50,11 @@ class ImageConstraint(Constraint):
     def distance(self, x: Tensor) -> Tensor:
         return self.h(x).abs().sum(dim=1) * self.l1_scale
 
+    def init_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this set through the library (``constraints.make(name, **kw)``),
+        as plain JSON values: what a data file and a model record of their constraint."""
+        raise NotImplementedError(f"{type(self).__name__} does not record its constructor arguments")
+
     def spec(self) -> dict:
         return {**super().spec(), "shape": list(self.shape)}
 
@@ -75,6 +80,7 @@ class BurgersConstraint(ImageConstraint):
                  dt: float = 0.025, substeps: int = 5, **kw: Any) -> None:
         super().__init__((nx, nt, 1), n_eq=nx * (nt - 1), **kw)
         self.nx, self.nt, self.mu, self.nu, self.dt, self.substeps = nx, nt, mu, nu, dt, substeps
+        self.length = float(length)
         self.dx = length / (nx - 1)  # x-grid = linspace(0, length, nx), as in the reference code
         self.l1_scale = 1.0 / (nx * (nt - 1))
 
@@ -88,6 +94,10 @@ class BurgersConstraint(ImageConstraint):
 
     def spec(self) -> dict:
         return {**super().spec(), "mu": self.mu, "nu": self.nu, "dt": self.dt, "substeps": self.substeps}
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"nx": int(self.nx), "nt": int(self.nt), "mu": float(self.mu), "nu": float(self.nu),
+                "length": self.length, "dt": float(self.dt), "substeps": int(self.substeps)}
 
 
 KOLMOGOROV_SIZES = {
@@ -145,6 +155,9 @@ class KolmogorovConstraint(ImageConstraint):
         return {**super().spec(), "grid": self.grid, "n_states": self.n_states, "rows": self.rows,
                 "cols": self.cols}
 
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"grid": int(self.grid), "n_states": int(self.n_states), "rows": int(self.rows), "cols": int(self.cols)}
+
 
 class PeriodicConstraint(ImageConstraint):
     """A 2×2 tiling of one quadrant: h = [x − tile(quadrant_q(x))]_{q = TL, BL, TR, BR}, ℓ = Σ_q mean|·|."""
@@ -165,6 +178,9 @@ class PeriodicConstraint(ImageConstraint):
     def spec(self) -> dict:
         return {**super().spec(), "tile": self.tile}
 
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"tile": int(self.tile)}
+
 
 class BrightnessConstraint(ImageConstraint):
     """Σ pixels = total: h = Σx − total (one row), ℓ = |Σx − total|."""
@@ -183,6 +199,9 @@ class BrightnessConstraint(ImageConstraint):
 
     def spec(self) -> dict:
         return {**super().spec(), "total": self.total}
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"image": int(self.shape[0]), "total": float(self.total)}
 
 
 class CountingCNN(nn.Module):
@@ -229,3 +248,11 @@ class CountConstraint(ImageConstraint):
 def kolmogorov(size: Size = "paper", **kw: Any) -> KolmogorovConstraint:
     s = KOLMOGOROV_SIZES[size]
     return KolmogorovConstraint(grid=s["grid"], n_states=s["n_states"], rows=s["rows"], cols=s["cols"], **kw)
+
+
+def as_nchw(x: np.ndarray | Tensor) -> Tensor:
+    """(N, H, W, C) images (numpy or tensor) -> float32 (N, C, H, W)."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
+    if t.dim() != 4:
+        raise ValueError(f"expected images (N, H, W, C), got shape {tuple(t.shape)}")
+    return t.permute(0, 3, 1, 2).contiguous()

@@ -1,4 +1,4 @@
-"""Fitting a neural approximate mirror map (g_φ, f_ψ) to constrained data.
+"""Fitting a neural approximate mirror map (g_φ, f_ψ) to constrained data, and fine-tuning f on mirror samples.
 
 Two Adam optimisers (lr 2e-4, β = (0.5, 0.999), no clipping), the non-negative ICNN weights clipped at 0 after
 every step, EMA of both nets (0.999, with the usual warm-up min(decay, (1 + t)/(10 + t)) so short runs are not
@@ -8,7 +8,8 @@ stuck at the initial weights). ``fit_namm`` returns the EMA nets.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+import time
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -17,9 +18,12 @@ from torch import Tensor, nn
 from cdcore.constraints.base import Constraint
 from cdcore.methods.namm.loss import constraint_distance, namm_loss
 from cdcore.nets.images import ICNN, ResnetGenerator
-from cdcore.constraints.images import nchw_to_flat
-from cdcore.config.namm import NammCfg
+from cdcore.constraints.images import as_nchw, nchw_to_flat
+from cdcore.config.namm import NammCfg, ScaleCfg
 from cdcore.methods.errors import DivergenceError
+from cdcore.methods.namm.evaluate import distances
+from cdcore.methods.namm.sample import sample_mdm
+from cdcore.metrics import mmd_rbf
 
 ProgressFn = Callable[[int, dict], None]
 
@@ -32,47 +36,12 @@ def build_nets(channels: int, cfg: NammCfg) -> tuple[ICNN, ResnetGenerator]:
     return g, f
 
 
-def _as_nchw(x: np.ndarray | Tensor) -> Tensor:
-    """(N, H, W, C) images (numpy or tensor) -> float32 (N, C, H, W)."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
-    if t.dim() != 4:
-        raise ValueError(f"expected images (N, H, W, C), got shape {tuple(t.shape)}")
-    return t.permute(0, 3, 1, 2).contiguous()
-
-
 @torch.no_grad()
 def _ema_update(ema: nn.Module, live: nn.Module, decay: float) -> None:
     for pe, pl in zip(ema.parameters(), live.parameters()):
         pe.lerp_(pl, 1.0 - decay)
     for be, bl in zip(ema.buffers(), live.buffers()):
         be.copy_(bl)
-
-
-@torch.no_grad()
-def evaluate_namm(g: ICNN, f: nn.Module, x: np.ndarray | Tensor, constraint: Constraint, sigma_max: float,
-                  seed: int = 0) -> dict[str, float]:
-    """Fixed-noise diagnostics on images (N, H, W, C): cycle loss, ℓ(f(g(x)+σz)) vs ℓ(g(x)+σz), ℓ(f(g(x))).
-
-    Runs on the device of g's parameters (the noise is drawn on the CPU, so it is the same on every device).
-    """
-    dev = next(g.parameters()).device
-    xs = _as_nchw(x).to(dev)
-    was = g.training, f.training
-    g.eval(), f.eval()
-    gen = torch.Generator().manual_seed(seed)
-    gx = g.g(xs)
-    sigma = sigma_max * torch.rand(xs.shape[0], generator=gen).view(-1, 1, 1, 1).to(dev)
-    y = gx + sigma * torch.randn(xs.shape, generator=gen).to(dev)
-    fy, fgx = f(y), f(gx)
-    out = {
-        "cyc": float(0.5 * (fgx - xs).abs().mean() + 0.5 * (g.g(fy) - y).abs().mean()),
-        "fwd_cyc": float((fgx - xs).abs().mean()),
-        "constr_f_noisy": float(constraint_distance(constraint, nchw_to_flat(fy)).mean()),
-        "constr_noisy_mirror": float(constraint_distance(constraint, nchw_to_flat(y)).mean()),
-        "constr_f_g": float(constraint_distance(constraint, nchw_to_flat(fgx)).mean()),
-    }
-    g.train(was[0]), f.train(was[1])
-    return out
 
 
 def fit_namm(
@@ -97,7 +66,7 @@ def fit_namm(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     ngen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
-    xs = _as_nchw(x).to(dev)
+    xs = as_nchw(x).to(dev)
     if cfg.check_data:
         with torch.no_grad():
             worst = float(constraint_distance(constraint, nchw_to_flat(xs)).max())
@@ -108,7 +77,7 @@ def fit_namm(
     g, f = g.to(dev), f.to(dev)
     g.train(), f.train()
     finetune = mirror_samples is not None
-    ms = _as_nchw(mirror_samples).to(dev) if finetune else None
+    ms = as_nchw(mirror_samples).to(dev) if finetune else None
     if finetune:
         for p in g.parameters():
             p.requires_grad_(False)
@@ -151,3 +120,48 @@ def fit_namm(
     g_ema.clamp_nonneg()
     g_ema.eval(), f_ema.eval()
     return g_ema, f_ema, history
+
+
+FINETUNE_SEED = 7  # seed + 7: the mirror samples f is fine-tuned on (and validated on); evaluation uses seed + 1
+
+
+FINETUNE_CHUNK = 1024  # mirror samples per sampling batch (paper: 13,312 in 13 batches, seed + 7 + 1000·k)
+
+
+def finetune_f(g: nn.Module, f: nn.Module, net_m: nn.Module, x_tr: np.ndarray, constraint, fcfg: NammCfg,
+               sc: ScaleCfg, seed: int, device: torch.device) -> tuple[nn.Module, nn.Module, dict]:
+    """Fine-tune f on mirror-diffusion samples (reference §1.6): g frozen, y = ỹ + σz, the NAMM loss of ``fcfg``.
+
+    ``sc.finetune_n + sc.finetune_val`` mirror samples ỹ are drawn from the mirror score model with seed
+    ``seed + FINETUNE_SEED`` (batches of ``FINETUNE_CHUNK``, the k-th with 1000·k added; the evaluation samples use
+    ``seed + 1``); the first ``finetune_n`` are fitted on,
+    the last ``finetune_val`` are held out for the diagnostics: ℓ(f(ỹ)) and MMD of f(ỹ) against the *training*
+    images, before and after (no test data involved). Returns (g, f fine-tuned (EMA), info).
+    """
+    H, W, C = x_tr.shape[1:]
+    t0 = time.perf_counter()
+    n_all = sc.finetune_n + sc.finetune_val
+    ys = torch.cat([sample_mdm(net_m, (C, H, W), min(FINETUNE_CHUNK, n_all - i), steps=sc.sample_steps,
+                               seed=seed + FINETUNE_SEED + 1000 * (i // FINETUNE_CHUNK))[0]
+                    for i in range(0, n_all, FINETUNE_CHUNK)])
+    ys = ys.permute(0, 2, 3, 1).contiguous()  # NHWC, as fit_namm takes
+    y_fit, y_val = ys[: sc.finetune_n], ys[sc.finetune_n:]
+    t1 = time.perf_counter()
+    f_before = copy.deepcopy(f)  # fit_namm trains the given f in place and returns its EMA copy
+    g2, f2, hist = fit_namm(x_tr, constraint, fcfg, seed=seed, init=(g, f), mirror_samples=y_fit, device=device)
+    t2 = time.perf_counter()
+    tr_flat = x_tr.reshape(len(x_tr), -1).astype(np.float64)
+    info: dict[str, Any] = {"steps": fcfg.steps, "n_fit": len(y_fit), "n_val": len(y_val),
+                            "sample_s": t1 - t0, "fit_s": t2 - t1, "lam_constr": fcfg.lam_constr,
+                            "lam_cyc": fcfg.lam_cyc, "sigma_max": fcfg.sigma_max, "lr": fcfg.lr,
+                            "loss_last": float(np.mean(hist["loss"][-20:]))}
+    with torch.no_grad():
+        yv = y_val.permute(0, 3, 1, 2).to(next(f2.parameters()).device)
+        info["val_constr_mirror"] = float(distances(constraint, yv).mean()) if len(yv) else float("nan")
+        for tag, ff in (("before", f_before.eval()), ("after", f2)):
+            xv = ff(yv) if len(yv) else yv
+            info[f"val_constr_{tag}"] = float(distances(constraint, xv).mean()) if len(xv) else float("nan")
+            flat = nchw_to_flat(xv).double().cpu().numpy()
+            info[f"val_mmd_{tag}"] = mmd_rbf(flat, tr_flat, seed=seed) if len(flat) > 1 else float("nan")
+    info["finetune_s"] = time.perf_counter() - t0
+    return g2, f2, info
