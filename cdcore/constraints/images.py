@@ -246,8 +246,10 @@ class CountConstraint(ImageConstraint):
 
 
 def kolmogorov(size: Size = "paper", **kw: Any) -> KolmogorovConstraint:
+    """The library's Kolmogorov set: a ``size``'s grid and tiling, any of them overridden by keyword."""
     s = KOLMOGOROV_SIZES[size]
-    return KolmogorovConstraint(grid=s["grid"], n_states=s["n_states"], rows=s["rows"], cols=s["cols"], **kw)
+    layout = {k: kw.pop(k, s[k]) for k in ("grid", "n_states", "rows", "cols")}
+    return KolmogorovConstraint(**layout, **kw)
 
 
 def as_nchw(x: np.ndarray | Tensor) -> Tensor:
