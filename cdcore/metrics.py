@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
 from cdcore.data.earth import xyz_to_latlon
+from typing import Optional, Sequence
 
 LATLON_RANGE = ((-90.0, 90.0), (-180.0, 180.0))
 
@@ -108,3 +111,22 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, n_projections: int = 200, s
 
     return float(ot.sliced_wasserstein_distance(a.astype(np.float64), b.astype(np.float64),
                                                 n_projections=n_projections, seed=seed))
+
+
+def t_interval(values: Sequence[float], level: float = 0.95, lower: Optional[float] = None) -> dict:
+    """{"mean", "lo", "hi", "n"}; lo = hi = mean when n = 1 (no spread to estimate: an interval would be invented).
+
+    ``lower`` clips lo at the metric's natural bound (0 for shares, divergences, distances, times).
+    """
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    mean = float(v.mean())
+    if n == 1:
+        return {"mean": mean, "lo": mean, "hi": mean, "n": 1}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    lo = mean - half if lower is None else max(mean - half, lower)
+    return {"mean": mean, "lo": lo, "hi": mean + half, "n": n}

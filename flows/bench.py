@@ -6,7 +6,6 @@ The same work is also a Prefect flow (`bench_flow`) that maps one task per bench
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from pathlib import Path
@@ -21,6 +20,7 @@ from cdcore.data.io import write_text_atomic
 from cdcore.profiling import resolve_device
 from cdcore.report import landing_bench_overview
 from flows import tracking
+from cdcore.report.tables import json_default
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["benchmark", "sampler", "dynamics", "device", "precision", "n_samples", "jsd", "mmd", "violation_max",
@@ -73,16 +73,10 @@ def finish(results: list[dict], scale: str, dev: torch.device, root: Path) -> di
         "failed": {res["benchmark"]: res["error"] for res in results if res.get("error")},
     }
     out = root / "reports" / "bench" / "landing.json"
-    write_text_atomic(out, json.dumps(report, indent=1, default=_json_default))
+    write_text_atomic(out, json.dumps(report, indent=1, default=json_default))
     if report["rows"]:
         landing_bench_overview(out.with_suffix(".png"), report["rows"], report["ratios"])
     return report
-
-
-def _json_default(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return str(v)
 
 
 def format_report(report: dict) -> str:
@@ -172,7 +166,7 @@ def run_cost_all(device: str, precision: str, only: Optional[list[str]], root: P
                   "rows": [r for x in results for r in x["rows"]],
                   "ratios": {x["benchmark"]: x["ratios"] for x in results if x["ratios"]},
                   "failed": {x["benchmark"]: x["error"] for x in results if x.get("error")}}
-        write_text_atomic(out, json.dumps(report, indent=1, default=_json_default))
+        write_text_atomic(out, json.dumps(report, indent=1, default=json_default))
         if report["rows"]:
             cost_overview(out.with_suffix(".png"), report["rows"], report["ratios"])
     return report

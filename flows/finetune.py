@@ -84,7 +84,7 @@ def fingerprint(params: Params, name: str, root: Path, teacher_meta: dict) -> st
 
 def run_finetune(params: Params, name: str, root: Path, parent_run_id: Optional[str] = None) -> dict:
     """Fine-tune the pretrained model both ways, evaluate, write the report, register the constrained model."""
-    from cdcore.benchmarks.dual_finetune import evaluate_finetune, finetune_variants
+    from cdcore.methods.dual.finetune import evaluate_finetune, finetune_variants
     from cdcore.config.dual import finetune_scales
 
     root = Path(root)

@@ -49,7 +49,8 @@ def bench_namm(scale: str, device: str, only: Optional[list[str]], root: Path,
 
 def bench_namm_inverse(scale: str, device: str, root: Path, fail: Callable[[str], None]) -> dict:
     """Mirror DPS against DPS and constraint-guided DPS on the Burgers and Kolmogorov inverse problems."""
-    from cdcore.benchmarks.namm_dps import SCALES as DPS_SCALES, format_dps_report, run_dps_suite
+    from cdcore.benchmarks.namm_dps import format_dps_report, run_dps_suite
+    from cdcore.config.namm import DPS_SCALES
 
     if scale not in DPS_SCALES:
         fail(f"--scale must be one of {', '.join(DPS_SCALES)} for the inverse problems, got {scale!r}")

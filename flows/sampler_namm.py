@@ -22,7 +22,7 @@ class NammSampler(mlflow.pyfunc.PythonModel):
         self.last_report: dict[str, float] = {}
 
     def predict(self, context, model_input, params=None):
-        from cdcore.benchmarks.namm import distances
+        from cdcore.methods.namm.evaluate import distances
         from flows.stages_namm import draw
 
         spec = model_input.to_dict(orient="records")[0] if hasattr(model_input, "to_dict") else dict(model_input)

@@ -21,10 +21,13 @@ from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import NammDataset, Params
 from cdcore.data import io
 from cdcore.metrics import mmd_rbf
-from cdcore.benchmarks.namm import (distances, finetune_f)
-from cdcore.methods.namm.diffusion import fit_mdm, mirror_data, sample_mdm
+from cdcore.methods.namm.evaluate import distances
+from cdcore.methods.namm.fit import finetune_f
+from cdcore.methods.namm.train import fit_mdm, mirror_data
+from cdcore.methods.namm.sample import sample_mdm
 from cdcore.config.namm import NammCfg
-from cdcore.methods.namm.fit import build_nets, evaluate_namm, fit_namm
+from cdcore.methods.namm.fit import build_nets, fit_namm
+from cdcore.methods.namm.evaluate import evaluate_namm
 from cdcore.nets.images import ScoreUNet
 from cdcore.constraints.images import BrightnessConstraint, BurgersConstraint, ImageConstraint, KolmogorovConstraint, PeriodicConstraint
 from cdcore.data.namm import make_problem

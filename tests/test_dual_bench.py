@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cdcore.benchmarks.dual import ROW_KEYS, evaluate_targets, format_dual_report, run_dual_bench, t_interval
+from cdcore.benchmarks.dual import ROW_KEYS, evaluate_targets, format_dual_report, run_dual_bench
+from cdcore.metrics import t_interval
 from cdcore.config.dual import SCALES
 from flows.cli import app
 

@@ -13,14 +13,8 @@ import torch
 from cdcore.data.digits import DigitsCfg, load_digits_split
 from cdcore.config.dual import SCALES
 from cdcore.methods.dual.evaluate import fit_classifier
-from cdcore.benchmarks.dual_finetune import (
-    evaluate_finetune_samples,
-    evaluate_finetune_targets,
-    finetune_variants,
-    format_finetune_report,
-    pretrain_teacher,
-    run_finetune_bench,
-)
+from cdcore.methods.dual.finetune import evaluate_finetune_samples, finetune_variants, pretrain_teacher
+from cdcore.benchmarks.dual_finetune import evaluate_finetune_targets, format_finetune_report, run_finetune_bench
 
 # small enough for seconds, trained enough that the teacher knows 0-8 and fine-tuning on 9s is not drift
 SMALL = replace(SCALES["tiny"], steps=400, hidden=64, lr=2e-3, n_samples=300)

@@ -29,7 +29,6 @@ Public API::
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import asdict, replace
@@ -51,6 +50,8 @@ from cdcore.methods.dual import (
 )
 from cdcore.profiling import measure
 from cdcore.config.dual import DualScale, SCALES, VARIANTS, variant_cfg
+from cdcore.metrics import t_interval
+from cdcore.report.tables import fmt_interval, json_default
 
 BENCHMARK = "digits_fair"
 TARGET_SHARE, TARGET_TOL = 0.10, 0.03
@@ -123,23 +124,6 @@ def bench_row(ev: dict, minority: Sequence[int]) -> dict:
 
 
 # ----- summary over seeds ---------------------------------------------------------
-def t_interval(values: Sequence[float], level: float = 0.95, lower: Optional[float] = None) -> dict:
-    """{"mean", "lo", "hi", "n"}; lo = hi = mean when n = 1 (no spread to estimate: an interval would be invented).
-
-    ``lower`` clips lo at the metric's natural bound (0 for shares, divergences, distances, times).
-    """
-    from scipy import stats
-
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    n = len(v)
-    if n == 0:
-        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
-    mean = float(v.mean())
-    if n == 1:
-        return {"mean": mean, "lo": mean, "hi": mean, "n": 1}
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    lo = mean - half if lower is None else max(mean - half, lower)
-    return {"mean": mean, "lo": lo, "hi": mean + half, "n": n}
 
 
 def _metric_values(rows: list[dict], minority: Sequence[int]) -> dict[str, list[float]]:
@@ -260,18 +244,10 @@ def run_dual_bench(scale: str | DualScale, device: torch.device | str, root: Pat
     from cdcore.data.io import write_text_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(report, indent=1, default=_json_default, allow_nan=True))
+    write_text_atomic(out, json.dumps(report, indent=1, default=json_default, allow_nan=True))
     if plot:
         plot_shares(report, out.with_name("dual_shares.png"))
     return report
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
 
 
 def plot_shares(report: dict, path: Path) -> None:
@@ -303,12 +279,6 @@ def plot_shares(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _iv(iv: dict, fmt: str = "{:.3f}") -> str:
-    if iv["n"] > 1:
-        return f"{fmt.format(iv['mean'])} [{fmt.format(iv['lo'])}, {fmt.format(iv['hi'])}]"
-    return fmt.format(iv["mean"])
-
-
 def format_dual_report(report: dict) -> str:
     """Markdown: the per-variant summary (mean [95% t-interval] over seeds), then the targets."""
     minority = report["minority"]
@@ -316,9 +286,9 @@ def format_dual_report(report: dict) -> str:
                                                                           "low conf", "wall s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, s in report["summary"].items():
-        cells = [name, str(len(s["seeds"]))] + [_iv(s[f"share_corrected_{c}"]) for c in minority]
-        cells += [_iv(s["kl_uniform"]), _iv(s["tv_uniform"]), _iv(s["fd"], "{:.1f}"), _iv(s["fd_floor"], "{:.1f}"),
-                  _iv(s["low_conf_rate"]), _iv(s["wall_s"], "{:.1f}")]
+        cells = [name, str(len(s["seeds"]))] + [fmt_interval(s[f"share_corrected_{c}"]) for c in minority]
+        cells += [fmt_interval(s["kl_uniform"]), fmt_interval(s["tv_uniform"]), fmt_interval(s["fd"], "{:.1f}"), fmt_interval(s["fd_floor"], "{:.1f}"),
+                  fmt_interval(s["low_conf_rate"]), fmt_interval(s["wall_s"], "{:.1f}")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Intervals: {report['interval']}. Shares are confusion-corrected (BBSE); target 0.10 each.")
@@ -335,7 +305,7 @@ def format_dual_report(report: dict) -> str:
         f = t["dual_fd_below_unconstrained"]
         d = f["paired_difference_dual_minus_unconstrained"]
         lines.append(f"- target FD(dual) < FD(unconstrained) ({f['fd_dual']['mean']:.1f} vs "
-                     f"{f['fd_unconstrained']['mean']:.1f}; paired difference {_iv(d, '{:+.1f}')}): "
+                     f"{f['fd_unconstrained']['mean']:.1f}; paired difference {fmt_interval(d, '{:+.1f}')}): "
                      f"{'MET' if f['met'] else 'NOT MET'} on the seed mean; "
                      f"{'met' if f['met_by_whole_interval'] else 'not met'} by the whole interval")
     return "\n".join(lines)

@@ -52,9 +52,7 @@ Public API::
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -63,181 +61,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from cdcore.data.digits import NUM_CLASSES, DigitsCfg, DigitsSplit, load_digits_split
-from cdcore.benchmarks.dual import _iv, _json_default, fit_split_classifier, t_interval
+from cdcore.data.digits import NUM_CLASSES, DigitsCfg, load_digits_split
+from cdcore.benchmarks.dual import fit_split_classifier
 from cdcore.config.dual import SCALES
 from cdcore.config.dual import DualScale
-from cdcore.methods.dual.evaluate import EvalClassifier, evaluate_digits
-from cdcore.methods.dual import Denoiser, DistillConstraint, DualAscentCfg, DualCfg, DualData, DualOutcome, ProgressFn, q_sample, sample_ddpm, train_dual
+from cdcore.methods.dual import DualOutcome
 from cdcore.profiling import measure
-from cdcore.config.dual import FT_SCALES, FinetuneScale, finetune_cfg, pretrain_cfg
-from typing import Optional
+from cdcore.config.dual import FT_SCALES, FinetuneScale
+from cdcore.methods.dual.finetune import NEW_CLASS, distillation_loss, drift_threshold, evaluate_finetune, evaluate_finetune_samples, finetune_variants, pretrain_teacher, resolve_scales, tail_mean, teacher_samples
+from cdcore.metrics import t_interval
+from cdcore.report.tables import fmt_interval, json_default
 
 BENCHMARK = "digits_finetune"
-NEW_CLASS = 9
 VARIANTS = ("teacher", "unconstrained", "constrained")
 PAPER_FID = {"unconstrained": 45.9, "constrained": 25.2}     # MNIST, Fig. 4 (FID; not comparable in scale)
 INTERVAL = ("95% Student-t interval over seeds: mean ± t(0.975, n-1)·s/√n, clipped at 0 for the non-negative "
             "metrics (none for n = 1); paired differences are over seeds, unclipped")
-DUAL_LR_MAX = 100.0                      # DualAscentCfg.lr's bound
-
-
-def _resolve(scale: str | DualScale, ft: Optional[FinetuneScale] = None) -> tuple[str, DualScale, FinetuneScale]:
-    """(name, pretraining scale, fine-tuning scale); a custom DualScale gets fine-tuning at half its steps.
-
-    ``ft`` given: those fine-tuning settings whatever the scale (the pipeline's ``finetune:`` entries).
-    """
-    if ft is not None:
-        name, sc, _ = _resolve(scale)
-        return name, sc, ft
-    if isinstance(scale, str):
-        if scale not in SCALES or scale not in FT_SCALES:
-            raise KeyError(f"unknown scale {scale!r}; available: {', '.join(k for k in SCALES if k in FT_SCALES)}")
-        return scale, SCALES[scale], FT_SCALES[scale]
-    for name, sc in SCALES.items():
-        if sc == scale and name in FT_SCALES:
-            return name, scale, FT_SCALES[name]
-    return "custom", scale, FinetuneScale(steps=max(1, scale.steps // 2), lr=scale.lr / 2,
-                                          warmup=min(scale.warmup, max(1, scale.steps // 2)),
-                                          teacher_samples=scale.n_samples)
 
 
 # ----- pretraining and fine-tuning ----------------------------------------------------
-def pretrain_teacher(split: DigitsSplit, scale: str | DualScale, seed: int = 0, device: torch.device | str = "cpu",
-                     exclude: Sequence[int] = (NEW_CLASS,), on_progress: ProgressFn | None = None) -> Denoiser:
-    """Unconstrained DDPM on the balanced train split minus the classes in ``exclude`` (not the biased set)."""
-    _, sc, _ = _resolve(scale)
-    keep = ~np.isin(split.y_train, list(exclude))
-    if not keep.any():
-        raise ValueError(f"excluding {list(exclude)} leaves no training digits")
-    data = DualData(x=torch.as_tensor(split.x_train[keep], dtype=torch.float32))
-    return train_dual(data, pretrain_cfg(sc), seed=seed, device=device, on_progress=on_progress).model
-
-
-def teacher_samples(teacher: Denoiser, scale: str | DualScale, seed: int = 0,
-                    device: torch.device | str = "cpu", *, ft: Optional[FinetuneScale] = None) -> Tensor:
-    """The teacher's own samples that carry the distillation constraint (seeded apart from evaluation draws)."""
-    _, sc, ft = _resolve(scale, ft)
-    return sample_ddpm(teacher, ft.teacher_samples, seed=seed + 1, device=device, cfg=pretrain_cfg(sc).sampler)
-
-
-def _tag(on_progress: ProgressFn | None, name: str) -> ProgressFn | None:
-    if on_progress is None:
-        return None
-    return lambda step, row: on_progress(step, {**row, "variant": name})
-
-
-def _finetune(x_obj: Tensor, teacher: Denoiser, x0: Tensor, cfg: DualCfg, seed: int, device: torch.device | str,
-              on_progress: ProgressFn | None) -> DualOutcome:
-    """train_finetune with the teacher samples given (so every run of one teacher shares them)."""
-    con = DistillConstraint(copy.deepcopy(teacher), x0=x0)
-    data = DualData(x=torch.as_tensor(np.asarray(x_obj), dtype=torch.float32), constraints=[con])
-    return train_dual(data, cfg, seed=seed, device=device, on_progress=on_progress, init=teacher)
-
-
-def _tail_mean(values: np.ndarray, frac: float) -> float:
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    k = max(1, math.ceil(frac * len(v)))
-    return float(v[-k:].mean())
-
-
-def drift_threshold(teacher: Denoiser, x_ref: np.ndarray | Tensor, teacher_x0: Tensor, scale: str | DualScale,
-                    seed: int = 0, device: torch.device | str = "cpu",
-                    on_progress: ProgressFn | None = None, *, ft: FinetuneScale | None = None) -> float:
-    """b̃ = the distillation loss the same fine-tuning reaches when its objective is ``x_ref`` (the teacher's data).
-
-    Same config, seed, steps and constraint draws (``teacher_x0``) as the real runs; the mean of the
-    last ``drift_tail`` of the dual blocks (what the dual step compares with b̃).
-    """
-    _, sc, ft = _resolve(scale, ft)
-    cfg = finetune_cfg(sc, ft, DualAscentCfg(mode="unconstrained"))
-    x_ref = torch.as_tensor(np.asarray(x_ref), dtype=torch.float32)
-    out = _finetune(x_ref, teacher, teacher_x0, cfg, seed, device, _tag(on_progress, "drift"))
-    return _tail_mean(out.constraint_losses[:, 0], ft.drift_tail)
-
-
-def finetune_variants(teacher: Denoiser, x_new: np.ndarray | Tensor, scale: str | DualScale, seed: int = 0,
-                      device: torch.device | str = "cpu", on_progress: ProgressFn | None = None,
-                      *, x_ref: np.ndarray | Tensor | None = None, teacher_x0: Tensor | None = None,
-                      threshold: float | None = None, ft: FinetuneScale | None = None) -> dict[str, DualOutcome]:
-    """Fine-tune ``teacher`` on ``x_new`` unconstrained and constrained (same steps, lr, seed, objective draws).
-
-    ``constrained``: dual mode, distillation constraint to the frozen teacher on its own noised
-    samples (``teacher_x0``; drawn here when None), threshold b̃ = :func:`drift_threshold` on
-    ``x_ref`` (the teacher's training data) unless ``threshold`` is given; with neither, the drift
-    run fine-tunes on the teacher's own samples instead (a looser floor: they differ from its data), dual step ``eta / b̃`` (the normalised constraint L/b̃ − 1 ≤ 0).
-    ``unconstrained``: λ ≡ 0, the distillation loss measured and logged only.
-    ``on_progress(step, row)`` gets each variant's rows with ``row["variant"]`` set.
-    The threshold used is ``outcomes["constrained"].thresholds[0, 0]``.
-    """
-    _, sc, ft = _resolve(scale, ft)
-    x_new = torch.as_tensor(np.asarray(x_new), dtype=torch.float32)
-    if teacher_x0 is None:
-        teacher_x0 = teacher_samples(teacher, sc, seed, device, ft=ft)
-    if threshold is None:
-        ref = teacher_x0 if x_ref is None else x_ref
-        threshold = drift_threshold(teacher, ref, teacher_x0, sc, seed, device, on_progress, ft=ft)
-    if not (threshold > 0 and math.isfinite(threshold)):
-        raise ValueError(f"threshold must be a positive finite loss, got {threshold}")
-    dual_lr = min(DUAL_LR_MAX, ft.eta / threshold)
-    cfgs = {
-        "unconstrained": finetune_cfg(sc, ft, DualAscentCfg(mode="unconstrained")),
-        "constrained": finetune_cfg(sc, ft, DualAscentCfg(mode="dual", threshold=float(threshold), lr=dual_lr,
-                                                           primal_per_dual=ft.primal_per_dual)),
-    }
-    return {name: _finetune(x_new, teacher, teacher_x0, cfg, seed, device, _tag(on_progress, name))
-            for name, cfg in cfgs.items()}
-
-
-@torch.no_grad()
-def distillation_loss(model: Denoiser, teacher: Denoiser, x0: Tensor, seed: int = 0, repeats: int = 4) -> float:
-    """E_{x0 ∈ teacher samples, t ~ U{t_min..T}, ε} ‖ε̂_teacher − ε̂_model‖²/d on fixed draws (the constraint's loss)."""
-    dev = teacher.betas.device
-    model, x0 = model.to(dev).eval(), x0.to(dev)
-    g = torch.Generator(device=dev).manual_seed(seed)
-    tot = 0.0
-    for _ in range(repeats):
-        t = torch.randint(model.schedule_cfg.t_min, model.T + 1, (len(x0),), generator=g, device=dev)
-        xt = q_sample(teacher, x0, t, torch.randn(x0.shape, generator=g, device=dev))
-        tot += float((teacher(xt, t) - model(xt, t)).pow(2).mean())
-    return tot / repeats
 
 
 # ----- evaluation ---------------------------------------------------------------------
-def evaluate_finetune(model: Denoiser, clf: EvalClassifier, split: DigitsSplit, n: int, seed: int = 0,
-                      device: torch.device | str = "cpu", n_boot: int = 200, fd_repeats: int = 5) -> dict:
-    """Sample ``n`` digits and measure them against the balanced test split.
-
-    ``share_old`` / ``share_new``: confusion-corrected shares of digits 0–8 / 9 (they sum to 1; the
-    samples the classifier does not recognise are excluded and given as ``low_conf_rate``), with
-    bootstrap CIs; ``kl_uniform`` / ``tv_uniform`` of the corrected histogram; ``fd`` and ``fd_floor``
-    (real train vs test at the same N); the full :func:`evaluate_digits` dict under ``"detail"``.
-    """
-    x = sample_ddpm(model, n, seed=seed + 1000, device=device)
-    return evaluate_finetune_samples(x, clf, split, seed, n_boot=n_boot, fd_repeats=fd_repeats)
-
-
-def evaluate_finetune_samples(x: np.ndarray | Tensor, clf: EvalClassifier, split: DigitsSplit, seed: int = 0,
-                              n_boot: int = 200, fd_repeats: int = 5) -> dict:
-    """:func:`evaluate_finetune` on given images (generated, or real ones as a check of the measurement)."""
-    n = len(x)
-    ev = evaluate_digits(x, clf, (split.x_test, split.y_test), split.x_train, minority=(NEW_CLASS,), seed=seed,
-                         n_boot=n_boot, fd_repeats=fd_repeats)
-    corr, raw = np.asarray(ev["hist_corrected"]), np.asarray(ev["hist_raw"])
-    new_ci = ev["minority_share_corrected_ci"]
-    return {
-        "share_old": float(1.0 - corr[NEW_CLASS]), "share_new": float(corr[NEW_CLASS]),
-        "share_old_ci": [float(1.0 - new_ci[1]), float(1.0 - new_ci[0])], "share_new_ci": [float(v) for v in new_ci],
-        "share_new_raw": float(raw[NEW_CLASS]) if np.isfinite(raw).all() else float("nan"),
-        "kl_uniform": ev["kl_uniform_corrected"], "tv_uniform": ev["tv_uniform_corrected"],
-        "kl_uniform_ci": ev["kl_uniform_corrected_ci"],
-        "fd": ev["fd"], "fd_std": ev["fd_std"], "fd_floor": ev["fd_floor"], "fd_n": ev["fd_n"],
-        "low_conf_rate": ev["frac_low_conf"], "hist_corrected": corr.tolist(), "hist_raw": raw.tolist(),
-        "near_copy_frac": ev["near_copy_frac"], "classifier_accuracy": ev["classifier_accuracy"],
-        "n_samples": n, "detail": ev,
-    }
 
 
 # ----- the harness ----------------------------------------------------------------------
@@ -255,12 +101,12 @@ def _row(seed: int, variant: str, ev: dict, device: torch.device, extra: dict) -
 
 def _outcome_facts(out: DualOutcome, tail: float) -> dict:
     lam = out.lambdas[1:, 0] if len(out.lambdas) > 1 else out.lambdas[:, 0]
-    lam_tail = _tail_mean(lam, tail)
+    lam_tail = tail_mean(lam, tail)
     return {"lambda_final": float(out.lambdas[-1, 0]), "lambda_tail_mean": lam_tail,
             "predicted_share_new": 1.0 / (1.0 + lam_tail),      # the λ-mixture (q_9 + λ p_pre)/(1 + λ)
             "threshold": float(out.thresholds[0, 0]) if out.thresholds.size else float("nan"),
-            "distill_loss_train_tail": _tail_mean(out.constraint_losses[:, 0], tail),
-            "objective_tail": _tail_mean(out.objective, tail), "train_s": out.wall_s,
+            "distill_loss_train_tail": tail_mean(out.constraint_losses[:, 0], tail),
+            "objective_tail": tail_mean(out.objective, tail), "train_s": out.wall_s,
             "lambda_history": out.lambdas[:, 0].tolist(), "distill_history": out.constraint_losses[:, 0].tolist()}
 
 
@@ -318,7 +164,7 @@ def run_finetune_bench(scale: str | DualScale, device: torch.device | str = "cpu
     """
     if threads:
         torch.set_num_threads(int(threads))
-    name, sc, ft = _resolve(scale)
+    name, sc, ft = resolve_scales(scale)
     seeds = tuple(int(s) for s in (sc.seeds if seeds is None else seeds))
     if not seeds:
         raise ValueError("no seeds")
@@ -378,7 +224,7 @@ def run_finetune_bench(scale: str | DualScale, device: torch.device | str = "cpu
     from cdcore.data.io import write_text_atomic
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_path, json.dumps(report, indent=1, default=_json_default, allow_nan=True))
+    write_text_atomic(out_path, json.dumps(report, indent=1, default=json_default, allow_nan=True))
     if plot:
         plot_finetune(report, out_path.with_suffix(".png"))
     return report
@@ -432,10 +278,10 @@ def format_finetune_report(report: dict) -> str:
             "distill loss", "λ", "low conf", "wall s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, s in report["summary"].items():
-        cells = [name, str(len(s["seeds"])), _iv(s["share_old"]), _iv(s["share_new"]), _iv(s["predicted_share_new"]),
-                 _iv(s["kl_uniform"]), _iv(s["tv_uniform"]), _iv(s["fd"], "{:.1f}"), _iv(s["fd_floor"], "{:.1f}"),
-                 _iv(s["distill_loss"], "{:.4f}"), _iv(s["lambda_tail_mean"], "{:.2f}"), _iv(s["low_conf_rate"]),
-                 _iv(s["wall_s"], "{:.1f}")]
+        cells = [name, str(len(s["seeds"])), fmt_interval(s["share_old"]), fmt_interval(s["share_new"]), fmt_interval(s["predicted_share_new"]),
+                 fmt_interval(s["kl_uniform"]), fmt_interval(s["tv_uniform"]), fmt_interval(s["fd"], "{:.1f}"), fmt_interval(s["fd_floor"], "{:.1f}"),
+                 fmt_interval(s["distill_loss"], "{:.4f}"), fmt_interval(s["lambda_tail_mean"], "{:.2f}"), fmt_interval(s["low_conf_rate"]),
+                 fmt_interval(s["wall_s"], "{:.1f}")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Intervals: {report['interval']}. Shares are confusion-corrected (BBSE); a balanced model has "
@@ -445,14 +291,14 @@ def format_finetune_report(report: dict) -> str:
         d = t["constrained_keeps_old_classes"]
         lines.append(f"- target share 0-8 constrained > unconstrained ({d['share_old_constrained']['mean']:.3f} vs "
                      f"{d['share_old_unconstrained']['mean']:.3f}; paired difference "
-                     f"{_iv(d['paired_difference_constrained_minus_unconstrained'], '{:+.3f}')}): "
+                     f"{fmt_interval(d['paired_difference_constrained_minus_unconstrained'], '{:+.3f}')}): "
                      f"{'MET' if d['met'] else 'NOT MET'} on the seed mean; "
                      f"{'met' if d['met_by_whole_interval'] else 'not met'} by the whole interval")
     if "constrained_fd_below_unconstrained" in t:
         f = t["constrained_fd_below_unconstrained"]
         lines.append(f"- target FD constrained < unconstrained ({f['fd_constrained']['mean']:.1f} vs "
                      f"{f['fd_unconstrained']['mean']:.1f}; paired difference "
-                     f"{_iv(f['paired_difference_constrained_minus_unconstrained'], '{:+.1f}')}; paper FID "
+                     f"{fmt_interval(f['paired_difference_constrained_minus_unconstrained'], '{:+.1f}')}; paper FID "
                      f"{PAPER_FID['unconstrained']} -> {PAPER_FID['constrained']}): "
                      f"{'MET' if f['met'] else 'NOT MET'} on the seed mean; "
                      f"{'met' if f['met_by_whole_interval'] else 'not met'} by the whole interval")

@@ -66,6 +66,7 @@ from cdcore.data.namm import ProblemData, make_problem, simulate_count_images
 from cdcore.constraints.images import CountingCNN, nchw_to_flat
 from cdcore.profiling import measure, resolve_device
 from cdcore.config.namm import PROBLEMS, SCALES, ScaleCfg, finetune_settings, fit_overrides, score_cfg, steps_for
+from cdcore.report.tables import json_default
 
 MODELS = ("vanilla", "namm")
 TARGETS = {"constraint_ratio_max": 0.3, "mmd_ratio_max": 1.5}
@@ -297,15 +298,9 @@ def run_suite(scale: str | ScaleCfg = "ci", device: str = "cpu", only: Optional[
     }
     out_dir = Path(root) / "reports" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "namm.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    (out_dir / "namm.json").write_text(json.dumps(report, indent=1, default=json_default))
     plot_histograms(results, out_dir / "namm_constraint_hist.png")
     return report
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return str(v)
 
 
 def plot_histograms(results: list[dict], path: Path) -> None:

@@ -79,6 +79,7 @@ from cdcore.constraints.images import BurgersConstraint, KolmogorovConstraint, t
 from cdcore.data.namm import ProblemData
 from cdcore.constraints.images import nchw_to_flat
 from cdcore.profiling import measure, resolve_device
+from cdcore.report.tables import fmt_interval, json_default
 
 PROBLEMS = ("burgers", "kolmogorov")
 SAMPLERS = ("dps", "cg_dps", "mirror_dps")
@@ -98,8 +99,6 @@ Log = Callable[[str], None]
 # ------------------------------------------------------------------------------------------------------------
 # scales
 # ------------------------------------------------------------------------------------------------------------
-
-
 
 
 def _scale(scale: str | DpsScale) -> DpsScale:
@@ -378,7 +377,7 @@ METRICS = ("misfit", "constraint_mean", "constraint_median", "rmse_truth", "wall
 
 def summarize(rows: list[dict]) -> dict:
     """{problem: {sampler: {"seeds", metric: t_interval over seeds}}}."""
-    from cdcore.benchmarks.dual import t_interval
+    from cdcore.metrics import t_interval
 
     out: dict[str, dict] = {}
     for problem in dict.fromkeys(r["problem"] for r in rows):
@@ -393,7 +392,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def evaluate_targets(rows: list[dict], summary: dict, sigma_y: float, tol: float = MISFIT_TOL) -> dict:
     """The target rule (``TARGET_RULE``) per problem, with the paired per-seed constraint differences."""
-    from cdcore.benchmarks.dual import t_interval
+    from cdcore.metrics import t_interval
 
     out: dict[str, Any] = {"rule": TARGET_RULE, "sigma_y": sigma_y, "misfit_tol": tol, "problems": {}}
     for problem, s in summary.items():
@@ -468,7 +467,7 @@ def run_dps_suite(scale: str | DpsScale = "ci", device: str = "cpu", root: Path 
         "total_s": time.perf_counter() - t0,
     }
     out_dir = Path(root) / "reports" / "bench"
-    write_text_atomic(out_dir / "namm_dps.json", json.dumps(report, indent=1, default=_json_default))
+    write_text_atomic(out_dir / "namm_dps.json", json.dumps(report, indent=1, default=json_default))
     plot_examples(list(first.values()), out_dir / "namm_dps.png")
     return report
 
@@ -487,14 +486,6 @@ def _limits(results: list[dict]) -> dict:
                 for m in ctx[0]["unconditional_constraint_mean"]},
         }
     return out
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -556,12 +547,6 @@ def plot_examples(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _iv(iv: dict, fmt: str = "{:.3f}") -> str:
-    if iv["n"] > 1:
-        return f"{fmt.format(iv['mean'])} [{fmt.format(iv['lo'])}, {fmt.format(iv['hi'])}]"
-    return fmt.format(iv["mean"])
-
-
 def format_dps_report(report: dict) -> str:
     """Markdown: per problem and sampler, mean [95% t-interval] over seeds, then the targets."""
     cols = ["problem", "sampler", "ζ", "w", "misfit (σ_y " + f"{report['sigma_y']:g})", "ℓ mean", "ℓ median",
@@ -572,8 +557,8 @@ def format_dps_report(report: dict) -> str:
             r = next(r for r in report["rows"] if r["problem"] == problem and r["sampler"] == sampler)
             lines.append("| " + " | ".join([
                 problem, sampler, f"{r['zeta']:g}", f"{r['constraint_weight']:g}" if sampler == "cg_dps" else "-",
-                _iv(s["misfit"]), _iv(s["constraint_mean"], "{:.3g}"), _iv(s["constraint_median"], "{:.3g}"),
-                _iv(s["rmse_truth"]), _iv(s["wall_s"], "{:.1f}")]) + " |")
+                fmt_interval(s["misfit"]), fmt_interval(s["constraint_mean"], "{:.3g}"), fmt_interval(s["constraint_median"], "{:.3g}"),
+                fmt_interval(s["rmse_truth"]), fmt_interval(s["wall_s"], "{:.1f}")]) + " |")
     t = report["targets"]
     lines += ["", f"Intervals: {report['interval']}; seeds {report['seeds']}; {report['steps']} steps, "
                   f"ζ schedule {report['zeta_schedule']}.", f"Target: {t['rule']}."]
@@ -582,7 +567,7 @@ def format_dps_report(report: dict) -> str:
         for b, v in p["vs"].items():
             d = v["paired_difference_mirror_minus_baseline"]
             parts.append(f"vs {b}: ℓ {v['constraint_mirror']:.3g} vs {v['constraint_baseline']:.3g} "
-                         f"(ratio {v['constraint_ratio']:.2f}, paired diff {_iv(d, '{:+.3g}')}) "
+                         f"(ratio {v['constraint_ratio']:.2f}, paired diff {fmt_interval(d, '{:+.3g}')}) "
                          f"{'ok' if v['constraint_met'] else 'FAIL'}; misfit {v['misfit_mirror']:.3f} ≤ "
                          f"{v['misfit_bound']:.3f} {'ok' if v['misfit_met'] else 'FAIL'}")
         lines.append(f"- {problem}: {'MET' if p['met'] else 'NOT MET'} — " + "; ".join(parts))
