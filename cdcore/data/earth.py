@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cdcore.data.io import DataError
+from cdcore.data.errors import DataError
 
 
 def read_latlon_csv(path: str | Path) -> np.ndarray:

@@ -27,12 +27,11 @@ from typing import Optional, Any, Iterator
 import h5py
 import numpy as np
 
+from cdcore.data.earth import read_latlon_csv
+from cdcore.data.errors import DataError
+
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """A data file is missing, corrupt or breaks the schema; the message names the file and the fix."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -230,8 +229,6 @@ def load_points(path: str | Path, fmt: str = "auto") -> tuple[np.ndarray, str]:
         if not fmt:
             raise DataError(f"{path}: cannot tell the format from the suffix; set `format` (latlon_csv, npy, h5)")
     if fmt == "latlon_csv":
-        from cdcore.data.earth import read_latlon_csv
-
         return read_latlon_csv(path), "latlon"
     if fmt == "npy":
         try:

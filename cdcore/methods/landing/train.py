@@ -67,6 +67,44 @@ def _simulate(constraint: Constraint, x: Tensor, schedule: NoiseSchedule, dyn: D
     return paths
 
 
+def _optimiser(model: ScoreModel, cfg: TrainCfg) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam with cosine decay to 10 % of lr: the last steps average out minibatch noise."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    return opt, sched
+
+
+def _best_of(select: SelectFn, ema_model: ScoreModel, done: int, best: dict, row: dict) -> dict:
+    """Score the EMA weights at a validation point; keep them when they beat the best so far."""
+    row["val_score"] = score = float(select(ema_model))
+    if not math.isfinite(score):
+        warnings.warn(f"validation score is {score} at step {done}; this point is not selectable",
+                      RuntimeWarning, stacklevel=3)
+    elif score < best["score"]:
+        best = {"score": score, "step": done, "state": {k: v.detach().clone() for k, v in ema_model.state_dict().items()}}
+    return best
+
+
+def _step(model: ScoreModel, constraint: Constraint, schedule: NoiseSchedule, dyn: DynamicsConfig, paths: Tensor,
+          cfg: TrainCfg, seed: int, step: int, opt: torch.optim.Optimizer, checkpoint_path: Optional[str | Path]) -> Tensor:
+    """One optimiser step on N · mean_k of random (path, step) pairs, every draw a function of (seed, step)."""
+    device = paths.device
+    gen = torch.Generator(device=device).manual_seed(seed * 7_777_777 + step)
+    idx = torch.randint(0, paths.shape[0], (cfg.batch_size,), generator=gen, device=device)
+    k = torch.randint(0, schedule.N, (cfg.batch_size,), generator=gen, device=device)
+    loss = schedule.N * path_loss_terms(model, constraint, schedule, dyn, paths, idx, k, gen).mean()
+    if not bool(torch.isfinite(loss)):
+        where = f"; last good checkpoint kept at {checkpoint_path}" if checkpoint_path else ""
+        raise DivergenceError(f"training loss is {float(loss.detach())} at step {step}{where}. "
+                              "Lower train.lr or train.grad_clip, or check the data for outliers")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach()
+
+
 def train_landing(
     constraint: Constraint,
     x_train: Tensor,
@@ -95,9 +133,7 @@ def train_landing(
     x_train, x_val = x_train.to(device), x_val.to(device)
     model = build_model(constraint.dim, schedule, dyn_cfg, model_cfg, seed).to(device)
     ema = AveragedModel(model, avg_fn=_ema_with_warmup(cfg.ema))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    # cosine decay to 10 % of lr: the last steps average out minibatch noise
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    opt, sched = _optimiser(model, cfg)
     start, history = 0, []
     best: dict = {"score": math.inf, "step": None, "state": None}
     if checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -108,33 +144,16 @@ def train_landing(
         sched.load_state_dict(state["scheduler"])
         start, history = int(state["step"]), list(state["history"])
         best = dict(state.get("best", best))
-    resumed_from = start
     val_paths = _simulate(constraint, x_val[: cfg.val_paths], schedule, dyn, seed=seed + 7919)
-    paths = None
-    t0 = time.perf_counter()
-    log_every = max(1, cfg.steps // 20)
+    paths, t0, log_every = None, time.perf_counter(), max(1, cfg.steps // 20)
     running, n_acc = 0.0, 0
     for step in range(start, cfg.steps):
         if paths is None or step % cfg.refresh_every == 0:
-            refresh = step // cfg.refresh_every
-            paths = _simulate(constraint, x_train, schedule, dyn, seed=seed * 1_000_003 + refresh)
-        gen = torch.Generator(device=device).manual_seed(seed * 7_777_777 + step)
-        idx = torch.randint(0, paths.shape[0], (cfg.batch_size,), generator=gen, device=device)
-        k = torch.randint(0, schedule.N, (cfg.batch_size,), generator=gen, device=device)
-        loss = schedule.N * path_loss_terms(model, constraint, schedule, dyn, paths, idx, k, gen).mean()
-        if not bool(torch.isfinite(loss)):
-            where = f"; last good checkpoint kept at {checkpoint_path}" if checkpoint_path else ""
-            raise DivergenceError(f"training loss is {float(loss)} at step {step}{where}. "
-                                  "Lower train.lr or train.grad_clip, or check the data for outliers")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+            paths = _simulate(constraint, x_train, schedule, dyn, seed=seed * 1_000_003 + step // cfg.refresh_every)
+        running += float(_step(model, constraint, schedule, dyn, paths, cfg, seed, step, opt, checkpoint_path))
         sched.step()
         ema.update_parameters(model)
-        running += float(loss.detach())
-        n_acc += 1
-        done = step + 1
+        n_acc, done = n_acc + 1, step + 1
         validate = done % cfg.val_every == 0 or done == cfg.steps
         if done % log_every == 0 or validate:  # a validation point is never skipped for the log's cadence
             row = {"step": done, "loss": running / n_acc, "lr": opt.param_groups[0]["lr"]}
@@ -142,25 +161,17 @@ def train_landing(
             if validate:
                 row["val_loss"] = full_path_loss(ema.module, constraint, schedule, dyn, val_paths, seed=seed)
                 if select is not None:
-                    row["val_score"] = score = float(select(ema.module))
-                    if not math.isfinite(score):
-                        warnings.warn(f"validation score is {score} at step {done}; this point is not selectable",
-                                      RuntimeWarning, stacklevel=2)
-                    elif score < best["score"]:
-                        best = {"score": score, "step": done,
-                                "state": {k: v.detach().clone() for k, v in ema.module.state_dict().items()}}
+                    best = _best_of(select, ema.module, done, best, row)
             row["elapsed_s"] = time.perf_counter() - t0
             history.append(row)
             if on_progress:
                 on_progress(done, row)
         if checkpoint_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             save_checkpoint(checkpoint_path, {
-                "step": done, "model": model.state_dict(), "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
-                "best": best,
-            })
+                "step": done, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "history": history, "best": best})
     model_out = ema.module
     if best["state"] is not None:
         model_out.load_state_dict(best["state"])
-    return TrainOutcome(model=model_out.eval(), history=history, resumed_from=resumed_from,
+    return TrainOutcome(model=model_out.eval(), history=history, resumed_from=start,
                         wall_s=time.perf_counter() - t0, best_step=best["step"])
