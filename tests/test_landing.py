@@ -471,3 +471,25 @@ def test_path_loss_projects_with_the_tangent_the_sampler_steps_with():
     x_k, x_k1 = paths[idx, k], paths[idx, k + 1]
     r = c.tangent_on_manifold(x_k1, x_k - x_k1) / (0.5 * sched.dt ** 0.5)
     assert torch.allclose(loss, 0.5 * r.pow(2).sum(dim=1), rtol=1e-10)
+
+
+def test_one_ema_warms_up_and_reads_checkpoints_of_torchs_averaged_model():
+    """d_t = min(decay, (1+t)/(10+t)); a landing checkpoint written before the one EMA (torch's AveragedModel,
+    keys 'module.*' and 'n_averaged') resumes into it with the same averaged weights."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from cdcore.methods.ema import EMA
+
+    net = torch.nn.Linear(3, 2)
+    ema = EMA(net, 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(net, 0)
+    torch.testing.assert_close(ema.module.weight, 0.1 * before + 0.9 * net.weight)
+    old = AveragedModel(net)
+    old.update_parameters(net)
+    again = EMA(torch.nn.Linear(3, 2), 0.999)
+    again.load_state_dict(old.state_dict())
+    assert torch.equal(again.module.weight, net.weight) and torch.equal(again.module.bias, net.bias)

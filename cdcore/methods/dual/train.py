@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config.dual import DualAscentCfg, DualCfg, DualTrainCfg
+from cdcore.methods.ema import EMA
 from cdcore.methods.errors import DivergenceError
 from cdcore.methods.dual.model import Denoiser, build_denoiser, draw_eps, draw_losses
 from cdcore.methods.dual.kl import DualData, DistillConstraint
@@ -138,7 +139,7 @@ class _Loop:
         self.gens = [torch.Generator(device=device).manual_seed(s) for s in _seeds(seed, self.m + 1)]
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_factor(self.tcfg))
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if self.tcfg.ema > 0 else None
+        self.ema = EMA(self.model, self.tcfg.ema) if self.tcfg.ema > 0 else None
         self.names, self.classes = [c.name for c in self.cons], [c.cls for c in self.cons]
         self.lam_hist = [self.dual.lam.numpy().copy()]
         self.loss_hist, self.b_hist, self.obj_hist, self.history = [], [], [], []
@@ -203,10 +204,7 @@ class _Loop:
         self.opt.step()
         self.sched.step()
         if self.ema is not None:
-            d = min(self.tcfg.ema, (1.0 + step) / (10.0 + step))   # warm-up: short runs are not stuck at init
-            with torch.no_grad():
-                for pe, p in zip(self.ema.parameters(), model.parameters()):
-                    pe.lerp_(p, 1.0 - d)
+            self.ema.update(model, step)   # dual's warm-up counts from 1: its calibrated runs stay bit for bit
         self.acc_c += li.detach()
         self.acc_o += loss0.detach()
         self.n_acc += 1
@@ -230,7 +228,7 @@ class _Loop:
         self.n_acc = 0
 
     def outcome(self, class_shares: Optional[np.ndarray], wall_s: float) -> DualOutcome:
-        final = self.ema if self.ema is not None else self.model
+        final = self.ema.module if self.ema is not None else self.model
         H, m = len(self.obj_hist), self.m
         return DualOutcome(
             model=final.eval(), lambdas=np.stack(self.lam_hist),

@@ -12,12 +12,12 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel
 
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config import DynamicsCfg, ModelCfg, TrainCfg
 from cdcore.constraints import Constraint
 from cdcore.dynamics import DynamicsConfig, NoiseSchedule, forward_paths
+from cdcore.methods.ema import EMA
 from cdcore.methods.errors import DivergenceError
 from cdcore.methods.landing.io import build_model, dynamics_from
 from cdcore.methods.landing.loss import full_path_loss, path_loss_terms
@@ -37,17 +37,6 @@ ProgressFn = Callable[[int, dict], None]
 
 
 SelectFn = Callable[[ScoreModel], float]  # lower is better, e.g. a validation JSD of the model's samples
-
-
-def _ema_with_warmup(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """EMA whose decay ramps up as (1+n)/(10+n): short runs are not dominated by the initial weights."""
-
-    def avg(avg_param: Tensor, param: Tensor, num_averaged: Tensor) -> Tensor:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        return d * avg_param + (1.0 - d) * param
-
-    return avg
 
 
 def _simulate(constraint: Constraint, x: Tensor, schedule: NoiseSchedule, dyn: DynamicsConfig, seed: int) -> Tensor:
@@ -132,7 +121,7 @@ def train_landing(
     dyn = dynamics_from(dyn_cfg, handling)  # "none": the ambient (unconstrained) baseline, same loss with P = I
     x_train, x_val = x_train.to(device), x_val.to(device)
     model = build_model(constraint.dim, schedule, dyn_cfg, model_cfg, seed).to(device)
-    ema = AveragedModel(model, avg_fn=_ema_with_warmup(cfg.ema))
+    ema = EMA(model, cfg.ema)
     opt, sched = _optimiser(model, cfg)
     start, history = 0, []
     best: dict = {"score": math.inf, "step": None, "state": None}
@@ -152,7 +141,7 @@ def train_landing(
             paths = _simulate(constraint, x_train, schedule, dyn, seed=seed * 1_000_003 + step // cfg.refresh_every)
         running += float(_step(model, constraint, schedule, dyn, paths, cfg, seed, step, opt, checkpoint_path))
         sched.step()
-        ema.update_parameters(model)
+        ema.update(model, step)
         n_acc, done = n_acc + 1, step + 1
         validate = done % cfg.val_every == 0 or done == cfg.steps
         if done % log_every == 0 or validate:  # a validation point is never skipped for the log's cadence

@@ -20,6 +20,7 @@ from cdcore.methods.namm.loss import constraint_distance, namm_loss
 from cdcore.nets.images import ICNN, ResnetGenerator
 from cdcore.constraints.images import as_nchw, nchw_to_flat
 from cdcore.config.namm import NammCfg, ScaleCfg
+from cdcore.methods.ema import EMA
 from cdcore.methods.errors import DivergenceError
 from cdcore.methods.namm.evaluate import distances
 from cdcore.methods.namm.sample import sample_mdm
@@ -34,14 +35,6 @@ def build_nets(channels: int, cfg: NammCfg) -> tuple[ICNN, ResnetGenerator]:
                         activation=cfg.f_activation, dropout=cfg.f_dropout,
                         padding=cfg.f_padding)
     return g, f
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, live: nn.Module, decay: float) -> None:
-    for pe, pl in zip(ema.parameters(), live.parameters()):
-        pe.lerp_(pl, 1.0 - decay)
-    for be, bl in zip(ema.buffers(), live.buffers()):
-        be.copy_(bl)
 
 
 def fit_namm(
@@ -83,7 +76,7 @@ def fit_namm(
             p.requires_grad_(False)
     opt_f = torch.optim.Adam(f.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_g = None if finetune else torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    g_ema, f_ema = copy.deepcopy(g), copy.deepcopy(f)
+    g_ema, f_ema = EMA(g, cfg.ema), EMA(f, cfg.ema)
     history: dict[str, list] = {"step": [], "loss": [], "cyc": [], "constr": [], "reg": []}
     N, bs = xs.shape[0], min(cfg.batch_size, xs.shape[0])
     perm, pos = torch.randperm(N, generator=gen), 0
@@ -106,9 +99,8 @@ def fit_namm(
         if opt_g is not None:
             opt_g.step()
             g.clamp_nonneg()
-        decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
-        _ema_update(f_ema, f, decay)
-        _ema_update(g_ema, g, decay)
+        f_ema.update(f, step)
+        g_ema.update(g, step)
         history["step"].append(step)
         for k in ("loss", "cyc", "constr", "reg"):
             history[k].append(parts[k])
@@ -117,9 +109,8 @@ def fit_namm(
     if finetune:
         for p in g.parameters():
             p.requires_grad_(True)
-    g_ema.clamp_nonneg()
-    g_ema.eval(), f_ema.eval()
-    return g_ema, f_ema, history
+    g_ema.module.clamp_nonneg()
+    return g_ema.module.eval(), f_ema.module.eval(), history
 
 
 FINETUNE_SEED = 7  # seed + 7: the mirror samples f is fine-tuned on (and validated on); evaluation uses seed + 1

@@ -7,7 +7,6 @@ Data are not centred (as in the reference).
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional
 
 import numpy as np
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 from cdcore.nets.images import ICNN, ScoreUNet
 from cdcore.config.namm import MdmCfg
 from cdcore.dynamics.schedules import VPSDE, bcast
+from cdcore.methods.ema import EMA
 from cdcore.methods.errors import DivergenceError
 
 
@@ -42,7 +42,7 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
     sde = VPSDE(cfg.beta_min, cfg.beta_max, cfg.eps_t)
     y = y.to(dev)
     net = ScoreUNet(y.shape[1], nf=cfg.nf, padding=cfg.padding).to(dev)
-    ema = copy.deepcopy(net)
+    ema = EMA(net, cfg.ema)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     hist: dict[str, list] = {"step": [], "loss": []}
     for step in range(cfg.steps):
@@ -62,16 +62,12 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
-        decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for pe, pl in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(pl, 1.0 - decay)
+        ema.update(net, step)
         hist["step"].append(step)
         hist["loss"].append(float(loss.detach()))
         if on_progress is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             on_progress(step, {"loss": hist["loss"][-1]})
-    ema.eval()
-    return ema, hist
+    return ema.module.eval(), hist
 
 
 __all__ = ["fit_mdm", "mirror_data"]
