@@ -82,110 +82,81 @@ def _prior_diagnostics(bench: Benchmark, constraint, models: dict, x_va: torch.T
     return out
 
 
-def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Paths, seed: int = 0,
-                  on_row: Optional[RowFn] = None, log: Callable[[str], None] = print,
-                  precision: Precision = "fp32") -> dict:
-    """Returns {"benchmark", "rows": [...], "ratios": {...}} or {"benchmark", "skipped": reason}.
+class _Starts:
+    """Where each sampler starts: the benchmark's prior; every constrained sampler of one model starts alike."""
 
-    Every row samples its network in fp32; another ``precision`` adds OLLA and ULLA rows of the same models with
-    the network at that precision, and the quality difference to fp32 in the ratios."""
-    try:
-        train, val, test = bench.load(seed, paths)
-    except BenchmarkDataMissing as e:
-        return {"benchmark": bench.name, "skipped": str(e), "rows": [], "ratios": {}}
-    constraint = bench.make_constraint()
-    data_violation = float(constraint.violation(torch.as_tensor(np.concatenate([train, test]), dtype=torch.float64)).max())
-    sc = bench.scales[scale]
-    x_tr = torch.as_tensor(train[: sc.max_train], device=device)
-    x_va = torch.as_tensor(val, device=device)
-    mcfg, tcfg = bench.model_cfg(scale), bench.train_cfg(scale)
+    def __init__(self, bench: Benchmark, constraint, specs: dict, x_tr: torch.Tensor, n: int, seed: int,
+                 device: torch.device) -> None:
+        self.bench, self.constraint, self.specs, self.x_tr, self.n, self.seed = bench, constraint, specs, x_tr, n, seed
+        amb_sched, amb_dyn = specs["ambient"][:2]
+        fwd = forward_paths(constraint, x_tr, amb_sched, dynamics_from(amb_dyn, "none"),
+                            generator=torch.Generator(device=device).manual_seed(seed), keep_paths=False)
+        self.ambient = _gaussian_prior(fwd.x)
+        self.cache: dict = {}
 
-    specs = {"od": (schedule_from(bench.od_schedule), bench.od_dynamics, "landing"),
-             "ud": (schedule_from(bench.ud_schedule), bench.ud_dynamics, "landing"),
-             "ambient": (schedule_from(bench.od_schedule), bench.od_dynamics, "none")}
-    amb_sched, amb_dyn = specs["ambient"][:2]
-    fwd = forward_paths(constraint, x_tr, amb_sched, dynamics_from(amb_dyn, "none"),
-                        generator=torch.Generator(device=device).manual_seed(seed), keep_paths=False)
-    amb_prior = _gaussian_prior(fwd.x)
-    starts: dict = {}
-
-    def prior_of(key: str, handling: str):
-        """The sampler's start: the benchmark's prior; every constrained sampler of one model starts alike."""
-        if bench.prior == "analytic":
-            return amb_prior if handling == "none" else None
+    def __call__(self, key: str, handling: str):
+        if self.bench.prior == "analytic":
+            return self.ambient if handling == "none" else None
         chain = "none" if handling == "none" else "landing"
-        if (key, chain) not in starts:
-            schedule, dyn_cfg, _ = specs[key]
-            starts[key, chain] = forward_end_prior(constraint, x_tr, schedule, dyn_cfg, handling=chain,
-                                                   pool=sc.n_samples, seed=seed + 3)
-        return starts[key, chain]
+        if (key, chain) not in self.cache:
+            schedule, dyn_cfg, _ = self.specs[key]
+            self.cache[key, chain] = forward_end_prior(self.constraint, self.x_tr, schedule, dyn_cfg, handling=chain,
+                                                       pool=self.n, seed=self.seed + 3)
+        return self.cache[key, chain]
 
-    ref = np.concatenate([train, val])
+
+def _train_models(bench: Benchmark, scale: str, constraint, specs: dict, x_tr, x_va, val, ref, starts: _Starts,
+                  seed: int, device: torch.device, log: Callable[[str], None]) -> dict:
+    """The overdamped, underdamped and ambient models, each selected on validation samples where the scale asks."""
+    sc, mcfg, tcfg = bench.scales[scale], bench.model_cfg(scale), bench.train_cfg(scale)
     models = {}
-    t0 = time.perf_counter()
     for key, (schedule, dyn_cfg, handling) in specs.items():
         select = None
         if sc.selections > 1:  # the release's best-validation-JSD checkpoint: the model's own sampler on val
             select = sample_quality_selector(
                 constraint, schedule, dyn_cfg, lambda x: bench.quality(x.double().cpu().numpy(), val, ref),
-                min(sc.n_samples, 4 * len(val)), handling=handling, prior=prior_of(key, handling), seed=seed + 5,
+                min(sc.n_samples, 4 * len(val)), handling=handling, prior=starts(key, handling), seed=seed + 5,
                 device=device)
         out = train_landing(constraint, x_tr, x_va, schedule, dyn_cfg, mcfg, tcfg, seed=seed, device=device,
                             handling=handling, select=select)
         models[key] = (out.model, schedule, dyn_cfg)
         chosen = f", best validation {bench.metric_name} at step {out.best_step}" if out.best_step else ""
         log(f"  {bench.name}: trained {key} model ({tcfg.steps} steps, {out.wall_s:.1f}s{chosen})")
-    train_s = time.perf_counter() - t0
+    return models
 
-    rows = []
-    specs_run = [(name, key, handling, "fp32") for name, key, handling in _sampler_specs(bench, constraint.n_ineq > 0)]
-    if precision != "fp32":  # the same models' landing samplers with the network at ``precision``
-        specs_run += [(f"{name} {precision}", key, "landing", precision) for name, key in (("OLLA", "od"), ("ULLA", "ud"))]
-    for name, key, handling, prec in specs_run:
-        model, schedule, dyn_cfg = models[key]
-        prior = prior_of(key, handling)
-        kw = dict(handling=handling, seed=seed + 1, device=device, prior=prior, precision=prec)
-        sample_landing(model, constraint, schedule, dyn_cfg, 8, **kw)  # warm-up: allocator, kernels
-        with measure(device) as m:
-            res = sample_landing(model, constraint, schedule, dyn_cfg, sc.n_samples, **kw)
-        x = res.x.double().cpu()
-        dropped = res.dropped.cpu().numpy()
-        kept = x[~res.dropped.cpu()]
-        finite = torch.isfinite(kept).all(dim=1)
-        kept = kept[finite]
-        viol = constraint.violation(kept).numpy() if len(kept) else np.array([np.inf])
-        k_np = kept.numpy()
-        quality = bench.quality(k_np, test, ref) if len(k_np) > 1 else float("nan")
-        row = {
-            "benchmark": bench.name, "sampler": name, "dynamics": dyn_cfg.kind, "handling": handling,
-            "device": str(device), "precision": prec, "n_samples": sc.n_samples, "prior": bench.prior,
-            "jsd": quality if bench.metric_name == "jsd" else float("nan"),
-            "mmd": mmd_rbf(k_np, test) if len(k_np) > 1 else float("nan"),
-            "sliced_w": sliced_wasserstein(k_np, test) if len(k_np) > 1 else float("nan"),
-            "quality": quality, "quality_metric": bench.metric_name,
-            "violation_max": float(viol.max()), "violation_mean": float(viol.mean()),
-            "infeasible_rate": float((viol > 1e-4).mean()),
-            "drop_rate": float(dropped.mean()) + float((~finite).sum()) / max(len(dropped), 1),
-            "nfe": res.nfe, "newton_iters": float(res.newton_iters.float().mean()),
-            "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb,
-        }
-        rows.append(row)
-        if on_row:
-            on_row(row)
-        log(f"  {bench.name:12s} {name:12s} {bench.metric_name} {quality:.4f}  viol {row['violation_max']:.1e}  "
-            f"drop {row['drop_rate']:.3f}  {m.wall_s:.3f}s")
-    by = {r["sampler"]: r for r in rows}
-    t0 = time.perf_counter()
-    diag = _prior_diagnostics(bench, constraint, models, x_va, test, ref, sc.n_samples, seed, device,
-                              {"olla": by["OLLA"]["quality"], "ulla": by["ULLA"]["quality"]})
-    log(f"  {bench.name}: forward end vs prior OD {diag['olla_forward_end_vs_prior']:.3f} "
-        f"UD {diag['ulla_forward_end_vs_prior']:.3f} (prior vs prior {diag['prior_vs_prior']:.3f}; MMD² OD "
-        f"{diag['olla_forward_end_vs_prior_mmd']:.4f} UD {diag['ulla_forward_end_vs_prior_mmd']:.4f} prior vs prior "
-        f"{diag['prior_vs_prior_mmd']:.4f}); "
-        f"ULLA - OLLA over 3 seeds: from the prior {diag['ulla_minus_olla_from_prior_mean']:+.3f}, "
-        f"from the forward end {diag['ulla_minus_olla_from_forward_end_mean']:+.3f} "
-        f"({time.perf_counter() - t0:.1f}s)")
-    floor = bench.quality(train[: len(test) * 4], test, ref) if len(train) > 1 else float("nan")
+
+def _sampler_row(bench: Benchmark, constraint, model_spec: tuple, name: str, handling: str, prec: str, prior,
+                 n: int, test: np.ndarray, ref: np.ndarray, seed: int, device: torch.device) -> dict:
+    """One sampler's row: warm-up, then the timed draw, scored on the test split."""
+    model, schedule, dyn_cfg = model_spec
+    kw = dict(handling=handling, seed=seed + 1, device=device, prior=prior, precision=prec)
+    sample_landing(model, constraint, schedule, dyn_cfg, 8, **kw)  # warm-up: allocator, kernels
+    with measure(device) as m:
+        res = sample_landing(model, constraint, schedule, dyn_cfg, n, **kw)
+    x = res.x.double().cpu()
+    dropped = res.dropped.cpu().numpy()
+    kept = x[~res.dropped.cpu()]
+    finite = torch.isfinite(kept).all(dim=1)
+    kept = kept[finite]
+    viol = constraint.violation(kept).numpy() if len(kept) else np.array([np.inf])
+    k_np = kept.numpy()
+    quality = bench.quality(k_np, test, ref) if len(k_np) > 1 else float("nan")
+    return {
+        "benchmark": bench.name, "sampler": name, "dynamics": dyn_cfg.kind, "handling": handling,
+        "device": str(device), "precision": prec, "n_samples": n, "prior": bench.prior,
+        "jsd": quality if bench.metric_name == "jsd" else float("nan"),
+        "mmd": mmd_rbf(k_np, test) if len(k_np) > 1 else float("nan"),
+        "sliced_w": sliced_wasserstein(k_np, test) if len(k_np) > 1 else float("nan"),
+        "quality": quality, "quality_metric": bench.metric_name,
+        "violation_max": float(viol.max()), "violation_mean": float(viol.mean()),
+        "infeasible_rate": float((viol > 1e-4).mean()),
+        "drop_rate": float(dropped.mean()) + float((~finite).sum()) / max(len(dropped), 1),
+        "nfe": res.nfe, "newton_iters": float(res.newton_iters.float().mean()),
+        "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb,
+    }
+
+
+def _ratios(by: dict, precision: str, floor: float, data_violation: float, train_s: float, diag: dict) -> dict:
     ratios = {
         "landing_over_unconstrained_wall": by["OLLA"]["wall_s"] / by["ambient+proj"]["wall_s"],
         "projection_over_landing_wall": by["OLLA-P"]["wall_s"] / by["OLLA"]["wall_s"],
@@ -203,7 +174,62 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
             low, full = by[f"{name} {precision}"], by[name]
             ratios[f"{name.lower()}_quality_{precision}_minus_fp32"] = low["quality"] - full["quality"]
             ratios[f"{name.lower()}_wall_{precision}_over_fp32"] = low["wall_s"] / full["wall_s"]
-    return {"benchmark": bench.name, "rows": rows, "ratios": ratios}
+    return ratios
+
+
+def _log_diagnostics(log: Callable[[str], None], name: str, diag: dict, secs: float) -> None:
+    log(f"  {name}: forward end vs prior OD {diag['olla_forward_end_vs_prior']:.3f} "
+        f"UD {diag['ulla_forward_end_vs_prior']:.3f} (prior vs prior {diag['prior_vs_prior']:.3f}; MMD² OD "
+        f"{diag['olla_forward_end_vs_prior_mmd']:.4f} UD {diag['ulla_forward_end_vs_prior_mmd']:.4f} prior vs prior "
+        f"{diag['prior_vs_prior_mmd']:.4f}); "
+        f"ULLA - OLLA over 3 seeds: from the prior {diag['ulla_minus_olla_from_prior_mean']:+.3f}, "
+        f"from the forward end {diag['ulla_minus_olla_from_forward_end_mean']:+.3f} ({secs:.1f}s)")
+
+
+def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Paths, seed: int = 0,
+                  on_row: Optional[RowFn] = None, log: Callable[[str], None] = print,
+                  precision: Precision = "fp32") -> dict:
+    """Returns {"benchmark", "rows": [...], "ratios": {...}} or {"benchmark", "skipped": reason}.
+
+    Every row samples its network in fp32; another ``precision`` adds OLLA and ULLA rows of the same models with
+    the network at that precision, and the quality difference to fp32 in the ratios."""
+    try:
+        train, val, test = bench.load(seed, paths)
+    except BenchmarkDataMissing as e:
+        return {"benchmark": bench.name, "skipped": str(e), "rows": [], "ratios": {}}
+    constraint = bench.make_constraint()
+    data_violation = float(constraint.violation(torch.as_tensor(np.concatenate([train, test]), dtype=torch.float64)).max())
+    sc = bench.scales[scale]
+    x_tr = torch.as_tensor(train[: sc.max_train], device=device)
+    x_va = torch.as_tensor(val, device=device)
+    specs = {"od": (schedule_from(bench.od_schedule), bench.od_dynamics, "landing"),
+             "ud": (schedule_from(bench.ud_schedule), bench.ud_dynamics, "landing"),
+             "ambient": (schedule_from(bench.od_schedule), bench.od_dynamics, "none")}
+    starts = _Starts(bench, constraint, specs, x_tr, sc.n_samples, seed, device)
+    ref = np.concatenate([train, val])
+    t0 = time.perf_counter()
+    models = _train_models(bench, scale, constraint, specs, x_tr, x_va, val, ref, starts, seed, device, log)
+    train_s = time.perf_counter() - t0
+
+    rows = []
+    specs_run = [(name, key, handling, "fp32") for name, key, handling in _sampler_specs(bench, constraint.n_ineq > 0)]
+    if precision != "fp32":  # the same models' landing samplers with the network at ``precision``
+        specs_run += [(f"{name} {precision}", key, "landing", precision) for name, key in (("OLLA", "od"), ("ULLA", "ud"))]
+    for name, key, handling, prec in specs_run:
+        row = _sampler_row(bench, constraint, models[key], name, handling, prec, starts(key, handling), sc.n_samples,
+                           test, ref, seed, device)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+        log(f"  {bench.name:12s} {name:12s} {bench.metric_name} {row['quality']:.4f}  viol {row['violation_max']:.1e}  "
+            f"drop {row['drop_rate']:.3f}  {row['wall_s']:.3f}s")
+    by = {r["sampler"]: r for r in rows}
+    t0 = time.perf_counter()
+    diag = _prior_diagnostics(bench, constraint, models, x_va, test, ref, sc.n_samples, seed, device,
+                              {"olla": by["OLLA"]["quality"], "ulla": by["ULLA"]["quality"]})
+    _log_diagnostics(log, bench.name, diag, time.perf_counter() - t0)
+    floor = bench.quality(train[: len(test) * 4], test, ref) if len(train) > 1 else float("nan")
+    return {"benchmark": bench.name, "rows": rows, "ratios": _ratios(by, precision, floor, data_violation, train_s, diag)}
 
 
 def _safe_ratio(a: float, b: float) -> float:

@@ -53,19 +53,18 @@ import torch
 from torch import Tensor, nn
 
 from cdcore.metrics import mmd_rbf
-from cdcore.config.namm import MdmCfg
 from cdcore.methods.namm.train import fit_mdm, mirror_data
 from cdcore.methods.namm.sample import sample_mdm
 from cdcore.methods.namm.evaluate import evaluate_namm
 from cdcore.methods.namm.fit import fit_namm
-from cdcore.config.namm import task_cfg
 from cdcore.methods.namm.evaluate import distances
 from cdcore.methods.namm.fit import finetune_f
 from cdcore.constraints.images import CountConstraint
 from cdcore.data.namm import ProblemData, make_problem, simulate_count_images
 from cdcore.constraints.images import CountingCNN, nchw_to_flat
 from cdcore.profiling import measure, resolve_device
-from cdcore.config.namm import PROBLEMS, SCALES, ScaleCfg, finetune_settings, fit_overrides, score_cfg, steps_for
+from cdcore.config.namm import (PROBLEMS, SCALES, MdmCfg, NammCfg, ScaleCfg, finetune_settings, fit_overrides,
+                                score_cfg, steps_for, task_cfg)
 from cdcore.report.tables import json_default
 
 MODELS = ("vanilla", "namm")
@@ -127,55 +126,38 @@ def make_data(problem: str, sc: ScaleCfg, seed: int, device: torch.device, log: 
     return data, extra
 
 
-def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0, log: Log = print,
-                return_models: bool = False) -> dict:
-    """Both models on one problem: returns {"problem", "rows": [vanilla, namm], "summary": {...}, "dist": {...}}.
-
-    ``return_models=True`` adds "models" ({"vanilla": ε_θ on x, "mdm": ε_θ on g(x), "g", "f", "namm_cfg"}) and
-    "data" (the :class:`ProblemData`, train = the first ``sc.n_train`` images, held-out = the rest); these are
-    not JSON-serialisable, so callers that write the result must drop them.
-    """
-    t_start = time.perf_counter()
-    data, extra = make_data(problem, sc, seed, device, log)
-    x_tr, x_te = data.x[: sc.n_train], data.x[sc.n_train:]
-    constraint = data.constraint
-    H, W, C = data.shape
-    steps = steps_for(sc, problem)
+def _fit_cfg(problem: str, sc: ScaleCfg, steps: dict[str, int]) -> NammCfg:
     overrides: dict[str, Any] = dict(steps=steps["namm"], batch_size=sc.namm_batch,
                                      log_every=max(1, steps["namm"] // 4), check_data=problem != "count")
     if sc.namm_lr is not None:
         overrides["lr"] = sc.namm_lr
     overrides.update(fit_overrides(sc, problem))
-    ncfg = task_cfg(problem, "ci" if sc.nets == "ci" else "paper", **overrides)
+    return task_cfg(problem, "ci" if sc.nets == "ci" else "paper", **overrides)
 
-    def mcfg(n_steps: int) -> MdmCfg:
-        return score_cfg(sc, problem, n_steps, log_every=max(1, n_steps // 4))
 
-    te = _nchw(x_te).to(device)
-    data_d = distances(constraint, te)
-    log(f"[namm] {problem}: {H}x{W}x{C}, train {len(x_tr)}, test {len(x_te)}, held-out data ℓ mean "
-        f"{data_d.mean():.3g}; steps {steps}")
-    gen_s = time.perf_counter() - t_start
-
-    out_x: dict[str, Tensor] = {}
-    info: dict[str, dict] = {}
-    # vanilla: the score model on x
+def _run_vanilla(x_tr: np.ndarray, shape: tuple[int, int, int], cfg: MdmCfg, sc: ScaleCfg, seed: int,
+                 device: torch.device) -> tuple[nn.Module, Tensor, dict]:
+    """The score model on x directly, and its samples."""
     with measure(device) as m:
         t0 = time.perf_counter()
-        net_v, hist_v = fit_mdm(_nchw(x_tr), mcfg(steps["dm"]), seed=seed, device=device)
+        net_v, hist_v = fit_mdm(_nchw(x_tr), cfg, seed=seed, device=device)
         t1 = time.perf_counter()
-        xs_v, _ = sample_mdm(net_v, (C, H, W), sc.n_samples, steps=sc.sample_steps, seed=seed + 1)
-    info["vanilla"] = {"train_s": t1 - t0, "sample_s": m.wall_s - (t1 - t0), "wall_s": m.wall_s,
-                       "peak_mem_mb": m.peak_mem_mb, "score_loss_last": float(np.mean(hist_v["loss"][-20:]))}
-    out_x["vanilla"] = xs_v
-    log(f"  {problem}: vanilla done in {m.wall_s:.1f}s")
-    # NAMM: fit g, f; the same score model on g(x); sample; x = f(ỹ)
+        xs_v, _ = sample_mdm(net_v, shape, sc.n_samples, steps=sc.sample_steps, seed=seed + 1)
+    info = {"train_s": t1 - t0, "sample_s": m.wall_s - (t1 - t0), "wall_s": m.wall_s,
+            "peak_mem_mb": m.peak_mem_mb, "score_loss_last": float(np.mean(hist_v["loss"][-20:]))}
+    return net_v, xs_v, info
+
+
+def _run_namm(problem: str, data: ProblemData, x_tr: np.ndarray, x_te: np.ndarray, ncfg: NammCfg, cfg: MdmCfg,
+              sc: ScaleCfg, steps: dict[str, int], seed: int, device: torch.device, log: Log) -> tuple[dict, Tensor, dict]:
+    """Fit g, f; the same score model on g(x); optionally fine-tune f; sample and map back through f."""
+    H, W, C = data.shape
+    constraint = data.constraint
     with measure(device) as m:
         t0 = time.perf_counter()
         g, f, hist_n = fit_namm(x_tr, constraint, ncfg, seed=seed, device=device)
         t1 = time.perf_counter()
-        y_tr = mirror_data(g, x_tr)
-        net_m, hist_m = fit_mdm(y_tr, mcfg(steps["mdm"]), seed=seed, device=device)
+        net_m, hist_m = fit_mdm(mirror_data(g, x_tr), cfg, seed=seed, device=device)
         t2 = time.perf_counter()
         ft_info: dict[str, Any] = {}
         if steps["finetune"]:
@@ -187,18 +169,19 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
         t3 = time.perf_counter()
         _, xs_n = sample_mdm(net_m, (C, H, W), sc.n_samples, steps=sc.sample_steps, seed=seed + 1, f=f)
     diag = evaluate_namm(g, f, x_te, constraint, ncfg.sigma_max, seed=seed)
-    info["namm"] = {"namm_fit_s": t1 - t0, "finetune_s": t3 - t2, "train_s": t3 - t0, "sample_s": m.wall_s - (t3 - t0),
-                    "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "cycle_error": diag["fwd_cyc"],
-                    "namm_diag": diag, "namm_loss_last": float(np.mean(hist_n["loss"][-20:])),
-                    "score_loss_last": float(np.mean(hist_m["loss"][-20:])), "finetune": ft_info}
-    out_x["namm"] = xs_n
+    info = {"namm_fit_s": t1 - t0, "finetune_s": t3 - t2, "train_s": t3 - t0, "sample_s": m.wall_s - (t3 - t0),
+            "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "cycle_error": diag["fwd_cyc"],
+            "namm_diag": diag, "namm_loss_last": float(np.mean(hist_n["loss"][-20:])),
+            "score_loss_last": float(np.mean(hist_m["loss"][-20:])), "finetune": ft_info}
     log(f"  {problem}: namm done in {m.wall_s:.1f}s (fit {t1 - t0:.1f}s); cycle error {diag['fwd_cyc']:.3g}, "
         f"ℓ(f(g(x)+σz)) {diag['constr_f_noisy']:.3g} vs ℓ(g(x)+σz) {diag['constr_noisy_mirror']:.3g}")
+    return {"mdm": net_m, "g": g, "f": f}, xs_n, info
 
+
+def _scores(constraint, out_x: dict[str, Tensor], x_te: np.ndarray, seed: int) -> tuple[dict, dict, dict]:
+    """Per model: constraint distances of the finite samples, their MMD to the test split, the non-finite count."""
     te_flat = x_te.reshape(len(x_te), -1).astype(np.float64)
-    dist: dict[str, np.ndarray] = {}
-    mmds: dict[str, float] = {}
-    nonfinite: dict[str, int] = {}
+    dist, mmds, nonfinite = {}, {}, {}
     for model in MODELS:
         xs = out_x[model]
         ok = torch.isfinite(xs.reshape(xs.shape[0], -1)).all(dim=1)
@@ -207,43 +190,70 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
         dist[model] = distances(constraint, xs) if len(xs) else np.array([np.inf])
         flat = nchw_to_flat(xs).double().cpu().numpy()
         mmds[model] = mmd_rbf(flat, te_flat, seed=seed) if len(flat) > 1 else float("nan")
+    return dist, mmds, nonfinite
+
+
+_NAMM_CFG_KEYS = ("lam_constr", "sigma_max", "lr", "icnn_layers", "icnn_filters", "f_filters", "f_down", "f_blocks",
+                  "f_residual", "f_activation", "f_padding", "batch_size")
+
+
+def _row(problem: str, model: str, d: np.ndarray, top: float, mmd: float, info: dict, facts: dict,
+         steps: dict[str, int], sc: ScaleCfg, ncfg: NammCfg) -> dict:
+    row = {
+        "problem": problem, "model": model,
+        "constraint_mean": float(np.mean(d)), "constraint_median": float(np.median(d)),
+        "constraint_mean_normalised": float(np.mean(d) / top), "constraint_median_normalised": float(np.median(d) / top),
+        "mmd": mmd, "wall_s": info["wall_s"], "peak_mem_mb": info["peak_mem_mb"],
+        "train_s": info["train_s"], "sample_s": info["sample_s"], "cycle_error": info.get("cycle_error"), **facts,
+        "steps": {"namm": steps["namm"] if model == "namm" else 0,
+                  "finetune": steps["finetune"] if model == "namm" else 0,
+                  "score": steps["mdm" if model == "namm" else "dm"], "sample": sc.sample_steps},
+        "score_nf": sc.dm_nf, "score_kw": dict(sc.dm_kw.get(problem, {})), "scale": sc.name,
+        "score_loss_last": info["score_loss_last"],
+    }
+    if model == "namm":
+        row.update({k: info[k] for k in ("namm_fit_s", "finetune_s", "finetune", "namm_diag")})
+        row["namm_cfg"] = {k: v for k, v in ncfg.model_dump().items() if k in _NAMM_CFG_KEYS}
+    return row
+
+
+def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0, log: Log = print,
+                return_models: bool = False) -> dict:
+    """Both models on one problem: returns {"problem", "rows": [vanilla, namm], "summary": {...}, "dist": {...}}.
+
+    ``return_models=True`` adds "models" ({"vanilla": ε_θ on x, "mdm": ε_θ on g(x), "g", "f", "namm_cfg"}) and
+    "data" (the :class:`ProblemData`, train = the first ``sc.n_train`` images, held-out = the rest); these are
+    not JSON-serialisable, so callers that write the result must drop them.
+    """
+    t_start = time.perf_counter()
+    data, extra = make_data(problem, sc, seed, device, log)
+    x_tr, x_te = data.x[: sc.n_train], data.x[sc.n_train:]
+    H, W, C = data.shape
+    steps = steps_for(sc, problem)
+    ncfg = _fit_cfg(problem, sc, steps)
+    data_d = distances(data.constraint, _nchw(x_te).to(device))
+    log(f"[namm] {problem}: {H}x{W}x{C}, train {len(x_tr)}, test {len(x_te)}, held-out data ℓ mean "
+        f"{data_d.mean():.3g}; steps {steps}")
+    gen_s = time.perf_counter() - t_start
+    net_v, xs_v, info_v = _run_vanilla(x_tr, (C, H, W), score_cfg(sc, problem, steps["dm"], max(1, steps["dm"] // 4)),
+                                       sc, seed, device)
+    log(f"  {problem}: vanilla done in {info_v['wall_s']:.1f}s")
+    nets, xs_n, info_n = _run_namm(problem, data, x_tr, x_te, ncfg,
+                                   score_cfg(sc, problem, steps["mdm"], max(1, steps["mdm"] // 4)), sc, steps, seed,
+                                   device, log)
+    info = {"vanilla": info_v, "namm": info_n}
+    dist, mmds, nonfinite = _scores(data.constraint, {"vanilla": xs_v, "namm": xs_n}, x_te, seed)
     top = max(float(np.max(dist[mm])) for mm in MODELS)
     top = top if top > 0 and math.isfinite(top) else 1.0
+    te_flat = x_te.reshape(len(x_te), -1).astype(np.float64)
     tr_flat = x_tr[: sc.n_samples].reshape(min(sc.n_samples, len(x_tr)), -1).astype(np.float64)
     mmd_floor = mmd_rbf(tr_flat, te_flat, seed=seed)
-
     rows = []
     for model in MODELS:
-        d = dist[model]
-        row = {
-            "problem": problem, "model": model,
-            "constraint_mean": float(np.mean(d)), "constraint_median": float(np.median(d)),
-            "constraint_mean_normalised": float(np.mean(d) / top),
-            "constraint_median_normalised": float(np.median(d) / top),
-            "mmd": mmds[model],
-            "wall_s": info[model]["wall_s"], "peak_mem_mb": info[model]["peak_mem_mb"],
-            "train_s": info[model]["train_s"], "sample_s": info[model]["sample_s"],
-            "cycle_error": info[model].get("cycle_error"),
-            "data_constraint_mean": float(data_d.mean()), "mmd_floor": mmd_floor,
-            "n_samples": sc.n_samples, "n_nonfinite": nonfinite[model], "n_train": len(x_tr), "n_test": len(x_te),
-            "image": [H, W, C], "steps": {"namm": steps["namm"] if model == "namm" else 0,
-                                          "finetune": steps["finetune"] if model == "namm" else 0,
-                                          "score": steps["mdm" if model == "namm" else "dm"],
-                                          "sample": sc.sample_steps},
-            "score_nf": sc.dm_nf, "score_kw": dict(sc.dm_kw.get(problem, {})), "seed": seed, "device": str(device),
-            "scale": sc.name,
-            "score_loss_last": info[model]["score_loss_last"],
-        }
-        if model == "namm":
-            row["namm_fit_s"] = info[model]["namm_fit_s"]
-            row["finetune_s"] = info[model]["finetune_s"]
-            row["finetune"] = info[model]["finetune"]
-            row["namm_diag"] = info[model]["namm_diag"]
-            row["namm_cfg"] = {k: v for k, v in ncfg.model_dump().items()
-                               if k in ("lam_constr", "sigma_max", "lr", "icnn_layers", "icnn_filters", "f_filters",
-                                        "f_down", "f_blocks", "f_residual", "f_activation", "f_padding",
-                                        "batch_size")}
-        rows.append(row)
+        facts = {"data_constraint_mean": float(data_d.mean()), "mmd_floor": mmd_floor, "n_samples": sc.n_samples,
+                 "n_nonfinite": nonfinite[model], "n_train": len(x_tr), "n_test": len(x_te), "image": [H, W, C],
+                 "seed": seed, "device": str(device)}
+        rows.append(_row(problem, model, dist[model], top, mmds[model], info[model], facts, steps, sc, ncfg))
     by = {r["model"]: r for r in rows}
     c_ratio = _ratio(by["namm"]["constraint_mean"], by["vanilla"]["constraint_mean"])
     m_ratio = _ratio(by["namm"]["mmd"], by["vanilla"]["mmd"])
@@ -256,7 +266,7 @@ def run_problem(problem: str, sc: ScaleCfg, device: torch.device, seed: int = 0,
     }
     result = {"problem": problem, "rows": rows, "summary": summary, "dist": {k: v.tolist() for k, v in dist.items()}}
     if return_models:
-        result["models"] = {"vanilla": net_v, "mdm": net_m, "g": g, "f": f, "namm_cfg": ncfg}
+        result["models"] = {"vanilla": net_v, **nets, "namm_cfg": ncfg}
         result["data"] = data
     return result
 

@@ -20,7 +20,7 @@ Measurements (reference §1.7: Burgers "first 8 time columns", Kolmogorov "state
   the divergence constraint couples them to the unobserved 3/4.
 - Noise: y = A(x) + σ_y ε, σ_y = 0.2, ε ~ N(0, I).
 
-Samplers (:func:`cdcore.methods.namm.train.mirror_dps`, same schedule and number of steps for all three)
+Samplers (:func:`cdcore.methods.namm.sample.mirror_dps`, same schedule and number of steps for all three)
 - ``dps``: vanilla score model, loss ‖(y − A(x̂0))/σ_y‖₂;
 - ``cg_dps``: the same plus w·ℓ_constr(x̂0) per sample (``constraint_reduction="sum"``: a per-sample weight
   that does not depend on the batch; the reference's 200·mean over its 32 samples is w = 6.25 at ζ = 0.05

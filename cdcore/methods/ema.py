@@ -14,10 +14,11 @@ from torch import nn
 
 
 class EMA:
-    """A frozen copy of ``model`` whose parameters are the moving average; ``module`` is the averaged network."""
+    """A copy of ``model`` whose parameters are the moving average; ``module`` is the averaged network, returned
+    by the trainers as the model (so it stays trainable: NAMM fine-tunes the f it returns)."""
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.module = copy.deepcopy(model).eval()
         self.decay, self.warmup = float(decay), warmup
 
     def decay_at(self, t: int) -> float:
