@@ -14,6 +14,7 @@ from torch import nn
 from cdcore.benchmarks import namm as nb
 from cdcore.config import namm as ncfg
 from cdcore.benchmarks import namm_dps as db
+from cdcore.methods.namm import inverse as inv
 from cdcore.dynamics.schedules import VPSDE
 from cdcore.methods.namm.sample import mirror_dps
 from cdcore.constraints.images import BrightnessConstraint, tile_states
@@ -39,7 +40,7 @@ class GaussEps(nn.Module):
 def _gauss_case():
     mask = torch.zeros(1, 4, 4, dtype=torch.bool)
     mask[:, :, :2] = True  # observe the left half
-    obs = db.Observation("toy", mask, "left half")
+    obs = inv.Observation("toy", mask, "left half")
     g = torch.Generator().manual_seed(0)
     x_true = 0.5 + torch.randn(1, 1, 4, 4, generator=g)
     y = obs(x_true) + SIGMA * torch.randn(1, obs.m, generator=g)
@@ -51,13 +52,13 @@ def _gauss_case():
 # ------------------------------------------------------------------------------------------------------------
 def test_burgers_observes_the_first_eighth_of_the_time_columns():
     for shape, k in [((64, 64, 1), 8), ((16, 16, 1), 2), ((8, 8, 1), 1)]:
-        obs = db.burgers_observation(shape)
+        obs = inv.burgers_observation(shape)
         H, W, C = shape
         assert obs.mask.shape == (C, H, W) and obs.m == k * H
         assert bool(obs.mask[..., :k].all()) and not bool(obs.mask[..., k:].any())
     p = make_problem("burgers", n=3, nx=16, nt=16)
     x = torch.from_numpy(p.x).permute(0, 3, 1, 2)
-    obs = db.make_observation("burgers", p)
+    obs = inv.make_observation("burgers", p)
     y = obs(x)
     assert y.shape == (3, 32)
     torch.testing.assert_close(y, x[..., :2].reshape(3, -1))
@@ -69,7 +70,7 @@ def test_burgers_observes_the_first_eighth_of_the_time_columns():
 def test_kolmogorov_paper_layout_observes_states_1_and_8_both_channels():
     states = torch.arange(8, dtype=torch.float32).view(1, 8, 1, 1, 1).expand(1, 8, 4, 4, 2)
     img = tile_states(states, 2, 4).permute(0, 3, 1, 2)  # (1, 2, 8, 16): pixel value = state index
-    obs = db.kolmogorov_observation((8, 16, 2), rows=2, cols=4)
+    obs = inv.kolmogorov_observation((8, 16, 2), rows=2, cols=4)
     y = obs(img)
     assert obs.m == 2 * 2 * 16
     assert sorted(set(y.flatten().tolist())) == [0.0, 7.0]
@@ -77,21 +78,21 @@ def test_kolmogorov_paper_layout_observes_states_1_and_8_both_channels():
 
 
 def test_kolmogorov_single_state_observes_blocks_1_and_8_of_a_2x4_grid():
-    obs = db.kolmogorov_observation((16, 16, 2), rows=1, cols=1)
+    obs = inv.kolmogorov_observation((16, 16, 2), rows=1, cols=1)
     assert obs.m == 2 * 2 * 8 * 4  # two 8×4 blocks, both channels: a quarter of the image
     m = obs.mask
     assert bool(m[:, :8, :4].all()) and bool(m[:, 8:, 12:].all()) and int(m.sum()) == obs.m
     assert "blocks 1 and 8" in obs.description
     with pytest.raises(KeyError):
-        db.make_observation("periodic_texture", make_problem("periodic_texture", n=2, tile=4))
+        inv.make_observation("periodic_texture", make_problem("periodic_texture", n=2, tile=4))
 
 
 def test_observe_adds_seeded_noise_of_level_sigma():
-    obs = db.burgers_observation((64, 64, 1))
+    obs = inv.burgers_observation((64, 64, 1))
     x = torch.zeros(50, 1, 64, 64)
-    y = db.observe(obs, x, SIGMA, seed=3)
+    y = inv.observe(obs, x, SIGMA, seed=3)
     assert abs(float(y.std()) - SIGMA) < 0.01
-    torch.testing.assert_close(y, db.observe(obs, x, SIGMA, seed=3))
+    torch.testing.assert_close(y, inv.observe(obs, x, SIGMA, seed=3))
 
 
 # ------------------------------------------------------------------------------------------------------------

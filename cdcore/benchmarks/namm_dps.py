@@ -62,7 +62,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -70,16 +70,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cdcore.data.io import atomic_path, write_text_atomic
+from cdcore.data.io import write_text_atomic
 from cdcore.config.namm import DPS_SCALES as SCALES, DpsScale
 from cdcore.methods.namm.evaluate import distances
 from cdcore.benchmarks.namm import run_problem
 from cdcore.methods.namm.sample import mirror_dps
-from cdcore.constraints.images import BurgersConstraint, KolmogorovConstraint, tile_states
-from cdcore.data.namm import ProblemData
-from cdcore.constraints.images import nchw_to_flat
+from cdcore.methods.namm.inverse import Observation, make_observation, observe
 from cdcore.profiling import measure, resolve_device
-from cdcore.report.tables import fmt_interval, json_default
+from cdcore.report.inverse import format_dps_report, plot_examples  # noqa: F401  (format: the CLI reads it here)
+from cdcore.report.tables import json_default
 
 PROBLEMS = ("burgers", "kolmogorov")
 SAMPLERS = ("dps", "cg_dps", "mirror_dps")
@@ -113,77 +112,6 @@ def _scale(scale: str | DpsScale) -> DpsScale:
 # ------------------------------------------------------------------------------------------------------------
 # measurement operators
 # ------------------------------------------------------------------------------------------------------------
-@dataclass
-class Observation:
-    """A pixel-subset measurement A(x) = x[:, mask] on NCHW images; ``mask`` is (C, H, W) bool."""
-
-    problem: str
-    mask: Tensor
-    description: str
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return x[:, self.mask.to(x.device)]
-
-    @property
-    def m(self) -> int:
-        return int(self.mask.sum())
-
-    def image(self, y: Tensor) -> Tensor:
-        """Observations (B, m) -> NCHW images with NaN where nothing is observed (for plots)."""
-        out = torch.full((y.shape[0], *self.mask.shape), float("nan"), dtype=y.dtype, device=y.device)
-        out[:, self.mask.to(y.device)] = y
-        return out
-
-    def spec(self) -> dict:
-        return {"problem": self.problem, "description": self.description, "m": self.m,
-                "image_chw": list(self.mask.shape)}
-
-
-def burgers_observation(shape: tuple[int, int, int], fraction: float = 1 / 8) -> Observation:
-    """The first max(1, round(nt·fraction)) time columns (paper: 8 of 64; ci 16×16: 2 of 16), every x row.
-
-    ``shape`` = (nx, nt, 1) (HWC): rows = x, columns = time.
-    """
-    H, W, C = shape
-    k = max(1, round(W * fraction))
-    mask = torch.zeros(C, H, W, dtype=torch.bool)
-    mask[:, :, :k] = True
-    return Observation("burgers", mask, f"first {k} of {W} time columns (all {H} x rows)")
-
-
-def kolmogorov_observation(shape: tuple[int, int, int], rows: int, cols: int) -> Observation:
-    """First and last state (top-left and bottom-right tile), both channels; one state: blocks 1, 8 of 2×4.
-
-    ``rows``·``cols`` is the state tiling of the image (paper 2×4 → states 1 and 8). An image holding a single
-    state is cut into the paper's 2×4 grid instead, and its blocks 1 and 8 are observed.
-    """
-    H, W, C = shape
-    single = rows * cols < 2
-    r, c = (2, 4) if single else (rows, cols)
-    if H % r or W % c:
-        raise ValueError(f"image {H}×{W} cannot be cut into a {r}×{c} grid")
-    th, tw = H // r, W // c
-    mask = torch.zeros(C, H, W, dtype=torch.bool)
-    mask[:, :th, :tw] = True
-    mask[:, H - th:, W - tw:] = True
-    what = (f"blocks 1 and {r * c} ({th}×{tw}, top-left and bottom-right) of a {r}×{c} grid over the single "
-            f"{H}×{W} state" if single else f"states 1 and {r * c} ({th}×{tw} tiles, top-left and bottom-right)")
-    return Observation("kolmogorov", mask, f"{what}, both channels")
-
-
-def make_observation(problem: str, data: ProblemData) -> Observation:
-    if problem == "burgers":
-        return burgers_observation(data.shape)
-    if problem == "kolmogorov":
-        return kolmogorov_observation(data.shape, int(data.params["rows"]), int(data.params["cols"]))
-    raise KeyError(f"no inverse problem for {problem!r}; available: {', '.join(PROBLEMS)}")
-
-
-def observe(obs: Observation, x: Tensor, sigma_y: float, seed: int) -> Tensor:
-    """y = A(x) + σ_y ε (ε from a CPU generator seeded by ``seed``)."""
-    ax = obs(x)
-    eps = torch.randn(ax.shape, generator=torch.Generator().manual_seed(seed), dtype=ax.dtype)
-    return ax + sigma_y * eps.to(ax.device)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -468,8 +396,13 @@ def run_dps_suite(scale: str | DpsScale = "ci", device: str = "cpu", root: Path 
     }
     out_dir = Path(root) / "reports" / "bench"
     write_text_atomic(out_dir / "namm_dps.json", json.dumps(report, indent=1, default=json_default))
-    plot_examples(list(first.values()), out_dir / "namm_dps.png")
+    plot_examples(list(first.values()), out_dir / "namm_dps.png", SAMPLERS)
     return report
+
+
+# ------------------------------------------------------------------------------------------------------------
+# figure and table
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _limits(results: list[dict]) -> dict:
@@ -488,101 +421,4 @@ def _limits(results: list[dict]) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------------------------
-# figure and table
-# ------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def residual_map(constraint, x_chw: np.ndarray) -> Optional[np.ndarray]:
-    """|h(x)| laid out as an image (Burgers: (x, t) of the 63 later columns; Kolmogorov: |div| per cell)."""
-    x = torch.from_numpy(np.asarray(x_chw, dtype=np.float64))[None]
-    h = constraint.h(nchw_to_flat(x))[0].abs()
-    if isinstance(constraint, BurgersConstraint):
-        return h.reshape(constraint.nt - 1, constraint.nx).T.flip(0).numpy()  # rows = x upward, as the image
-    if isinstance(constraint, KolmogorovConstraint):
-        g = constraint.grid
-        div = h.reshape(constraint.n_states, g, g, 1)
-        return tile_states(div, constraint.rows, constraint.cols)[..., 0].numpy()
-    return None
-
-
-def plot_examples(results: list[dict], path: Path) -> None:
-    """Per problem: truth, observation, one posterior sample per sampler (row 1) and their |h| maps (row 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = ["truth", "observation", *SAMPLERS]
-    titles = {"truth": "truth", "observation": "observation", "dps": "DPS", "cg_dps": "CG-DPS",
-              "mirror_dps": "Mirror DPS"}
-    k = max(1, len(results))
-    fig, axes = plt.subplots(2 * k, len(cols), figsize=(2.3 * len(cols), 2.3 * 2 * k), squeeze=False)
-    for i, res in enumerate(results):
-        ex, con = res["_examples"], res["_constraint"]
-        ch = 0  # Burgers: the only channel; Kolmogorov: u (x-velocity)
-        finite = np.concatenate([ex[c][ch][np.isfinite(ex[c][ch])].ravel() for c in cols])
-        vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-        maps = {c: residual_map(con, ex[c]) for c in cols if c != "observation"}
-        fin = [m[np.isfinite(m)] for m in maps.values() if m is not None]
-        rmax = max((float(v.max()) for v in fin if v.size), default=1.0) or 1.0
-        for j, c in enumerate(cols):
-            ax = axes[2 * i][j]
-            ax.imshow(np.ma.masked_invalid(ex[c][ch]), vmin=vmin, vmax=vmax, cmap="viridis")
-            label = "u" if res["problem"] == "kolmogorov" else "u(x, t)"
-            ax.set_title(f"{res['problem']}: {titles[c]}" if j == 0 else titles[c], fontsize=8)
-            if j == 0:
-                ax.set_ylabel(label, fontsize=8)
-            ax.set_xticks([]), ax.set_yticks([])
-            ax2 = axes[2 * i + 1][j]
-            ax2.set_xticks([]), ax2.set_yticks([])
-            m = maps.get(c)
-            if m is None:
-                ax2.axis("off")
-                continue
-            ax2.imshow(m, vmin=0.0, vmax=rmax, cmap="magma")
-            ax2.set_title(f"|h| mean {float(np.mean(m)):.2g}", fontsize=7)  # nan for a non-finite sample
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def format_dps_report(report: dict) -> str:
-    """Markdown: per problem and sampler, mean [95% t-interval] over seeds, then the targets."""
-    cols = ["problem", "sampler", "ζ", "w", "misfit (σ_y " + f"{report['sigma_y']:g})", "ℓ mean", "ℓ median",
-            "RMSE to truth", "wall s"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for problem, per in report["summary"].items():
-        for sampler, s in per.items():
-            r = next(r for r in report["rows"] if r["problem"] == problem and r["sampler"] == sampler)
-            lines.append("| " + " | ".join([
-                problem, sampler, f"{r['zeta']:g}", f"{r['constraint_weight']:g}" if sampler == "cg_dps" else "-",
-                fmt_interval(s["misfit"]), fmt_interval(s["constraint_mean"], "{:.3g}"), fmt_interval(s["constraint_median"], "{:.3g}"),
-                fmt_interval(s["rmse_truth"]), fmt_interval(s["wall_s"], "{:.1f}")]) + " |")
-    t = report["targets"]
-    lines += ["", f"Intervals: {report['interval']}; seeds {report['seeds']}; {report['steps']} steps, "
-                  f"ζ schedule {report['zeta_schedule']}.", f"Target: {t['rule']}."]
-    for problem, p in t["problems"].items():
-        parts = []
-        for b, v in p["vs"].items():
-            d = v["paired_difference_mirror_minus_baseline"]
-            parts.append(f"vs {b}: ℓ {v['constraint_mirror']:.3g} vs {v['constraint_baseline']:.3g} "
-                         f"(ratio {v['constraint_ratio']:.2f}, paired diff {fmt_interval(d, '{:+.3g}')}) "
-                         f"{'ok' if v['constraint_met'] else 'FAIL'}; misfit {v['misfit_mirror']:.3f} ≤ "
-                         f"{v['misfit_bound']:.3f} {'ok' if v['misfit_met'] else 'FAIL'}")
-        lines.append(f"- {problem}: {'MET' if p['met'] else 'NOT MET'} — " + "; ".join(parts))
-    for problem, lim in report.get("limits", {}).items():
-        unc = lim["unconditional_constraint_mean"]
-        lines.append(f"- {problem} limits: NAMM ℓ(f(g(x))) {lim['namm_constraint_f_g']:.3g}, RMSE of "
-                     f"A(f(g(x))) − A(x) {lim['namm_cycle_rmse_observed']:.3f}; unconditional samples ℓ "
-                     + ", ".join(f"{m} {v:.3g}" for m, v in unc.items()))
-    n = sum(p["met"] for p in t["problems"].values())
-    lines.append(f"\ntarget met on {n}/{len(t['problems'])} problems; scale {report['scale']}, device "
-                 f"{report['device']}, {report['total_s']:.0f}s")
-    return "\n".join(lines)
-
-
-__all__ = ["BASELINES", "PROBLEMS", "ROW_KEYS", "SAMPLERS",
-           "Observation", "burgers_observation", "evaluate_targets", "format_dps_report",
-           "kolmogorov_observation", "make_observation", "observe", "plot_examples", "posterior", "run_dps_suite",
-           "run_inverse", "sample_metrics", "select_config", "summarize", "tune_sampler"]
+__all__ = ["BASELINES", "PROBLEMS", "ROW_KEYS", "SAMPLERS", "evaluate_targets", "format_dps_report", "posterior", "run_dps_suite", "run_inverse", "sample_metrics", "select_config", "summarize", "tune_sampler"]
