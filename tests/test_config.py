@@ -140,3 +140,42 @@ def test_schema_knows_the_constraint_library_and_imports_nothing_else_of_cdcore(
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("cdcore") and not a.name.startswith("cdcore.config")
                                for a in node.names), path.name
+
+
+@pytest.mark.parametrize("key", [("evaluate", "feasibility_tol"), ("dynamics", "alpha"), ("train", "grad_clip"),
+                                 ("dual", "resilience"), ("split", "train")])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_non_finite_number_is_refused_where_it_would_switch_a_guard_off(key, value):
+    """issue 28, 4: ``feasibility_tol: .inf`` turned promotion's feasibility gate off without a word."""
+    raw = base()
+    raw.setdefault(key[0], {})[key[1]] = value
+    with pytest.raises(ConfigError, match=rf"{key[0]}\.{key[1]} = {value!r}: .*finite"):
+        parse_params(raw)
+
+
+def test_a_duplicate_key_is_refused_with_its_line(tmp_path):
+    """issue 28, 4: two ``vmf:`` entries were accepted, the last one winning without a word."""
+    p = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    p.write_text(text.replace("datasets:", "datasets:\n  vmf: {kind: vmf, n: 50}", 1))
+    with pytest.raises(ConfigError, match=r"line \d+: key 'vmf' appears twice in 'datasets'"):
+        load_params(p)
+
+
+def test_yaml_aliases_are_refused_so_an_alias_bomb_cannot_exhaust_memory(tmp_path):
+    """issue 28, 6: nine nested aliases expand to 10⁹ entries; params.yaml has no use for aliases at all."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi"))
+    p = tmp_path / "params.yaml"
+    p.write_text(bomb + (REPO / "params.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"line 2: YAML aliases \(\*a\) are not accepted"):
+        load_params(p)
+
+
+def test_params_that_are_not_utf8_get_one_line(tmp_path):
+    """issue 28, 10: a non-UTF-8 params.yaml ended in a traceback."""
+    p = tmp_path / "params.yaml"
+    p.write_bytes((REPO / "params.yaml").read_bytes().replace(b"# cdcore", "# cdcöre".encode("latin-1"), 1))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_params(p)

@@ -8,8 +8,10 @@ against it before any work starts and the samplers step with it.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal, Optional
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -23,7 +25,9 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every key known, every value frozen, every number finite (an infinite tolerance switches its guard off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SplitCfg(Strict):
@@ -73,7 +77,7 @@ class TrackingCfg(Strict):
 class SweepCfg(BaseModel):
     """The ``sweep:`` section of params.yaml (every key optional)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     methods: list[str] = Field(default_factory=list, description="methods to compare; default: params' `method`")
     datasets: list[str] = Field(default_factory=list, description="data set names; default: all in params.yaml")
@@ -118,3 +122,46 @@ def describe_error(err: dict[str, Any]) -> str:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return f"  - {loc} = {shown}: {msg}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing what a configuration has no use for: aliases (nine nested ones expand to 10⁹
+    values: an alias bomb) and a key given twice in one mapping (the last one won without a word)."""
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text)
+        self.source, self.paths = source, {}
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise ConfigError(f"{self.source}: line {ev.start_mark.line + 1}: YAML aliases (*{ev.anchor}) are not "
+                              "accepted; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        where, seen = self.paths.get(id(node), ""), set()
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else repr(k)
+            if key in seen:
+                raise ConfigError(f"{self.source}: line {k.start_mark.line + 1}: key {key!r} appears twice in "
+                                  f"{where or 'the top level'!r}; keep one")
+            seen.add(key)
+            self.paths[id(v)] = f"{where}.{key}" if where else str(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A configuration file as plain data, or a :class:`ConfigError` naming the file, the line and the fix."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
+                          "UTF-8") from None
+    loader = _StrictLoader(text, str(path))
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}); fix the syntax at the position shown") from None
+    finally:
+        loader.dispose()

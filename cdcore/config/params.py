@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cdcore.config.common import (NAME_RE, ConfigError, Method, ScheduleCfg, SplitCfg, Strict, SweepCfg, TrackingCfg,
-                                  describe_error, sigma_at)
+                                  describe_error, read_yaml, sigma_at)
 from cdcore.config.dual import DigitsDataset, DualPipelineCfg, FinetuneExp
 from cdcore.config.landing import (BENCHMARK_SETTINGS, BenchmarkDataset, DynamicsCfg, EvaluateCfg, FileDataset,
                                    ModelCfg, SampleCfg, TrainCfg, VmfDataset)
@@ -166,8 +165,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found; run from the project folder or pass --params PATH")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e}); fix the syntax at the position shown") from None
-    return parse_params(raw, source=str(path))
+    return parse_params(read_yaml(path), source=str(path))
