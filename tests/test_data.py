@@ -116,3 +116,30 @@ def test_bad_csv_rows_are_reported(tmp_path):
     p.write_text("lat,lon\n10,20\nx,y\n")
     with pytest.raises(io.DataError, match="row 3"):
         read_latlon_csv(p)
+
+
+def test_csv_columns_are_taken_by_their_header_names(tmp_path):
+    """issue 28, 3: a 'longitude,latitude' header was skipped unread and 300 points were written swapped."""
+    p = tmp_path / "swapped.csv"
+    p.write_text("Longitude,Latitude\n120.5,10.0\n-3.25,-45.5\n")
+    np.testing.assert_array_equal(read_latlon_csv(p), [[10.0, 120.5], [-45.5, -3.25]])
+    p.write_text("id,lng,lat,depth\n7,120.5,10.0,3\n")
+    np.testing.assert_array_equal(read_latlon_csv(p), [[10.0, 120.5]])
+    p.write_text("x,y\n10,20\n")
+    with pytest.raises(io.DataError, match=r"header \[.x., .y.\] names no latitude and longitude column; name the"):
+        read_latlon_csv(p)
+
+
+def test_a_malformed_first_row_of_a_headerless_csv_is_an_error_not_a_header(tmp_path):
+    """issue 28, 3: '12.5,abc' as the first row was dropped as if it were a header."""
+    p = tmp_path / "bad_first.csv"
+    p.write_text("12.5,abc\n10,20\n")
+    with pytest.raises(io.DataError, match="row 1 is not 'latitude,longitude' numbers"):
+        read_latlon_csv(p)
+
+
+def test_a_csv_that_is_not_utf8_is_named(tmp_path):
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("lat,lon\n10,20\n# Québec\n".encode("latin-1"))
+    with pytest.raises(io.DataError, match="not UTF-8 text"):
+        read_latlon_csv(p)

@@ -10,23 +10,55 @@ import numpy as np
 from cdcore.data.errors import DataError
 
 
+LAT_NAMES = ("lat", "latitude")
+LON_NAMES = ("lon", "lng", "long", "longitude")
+
+
+def _number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns(path: Path, header: list[str]) -> tuple[int, int]:
+    """(latitude, longitude) column indices named by a header; a header naming neither is refused."""
+    names = [h.strip().lower() for h in header]
+    lat = next((i for i, n in enumerate(names) if n in LAT_NAMES), None)
+    lon = next((i for i, n in enumerate(names) if n in LON_NAMES), None)
+    if lat is None or lon is None:
+        missing = " and ".join(w for w, i in (("latitude", lat), ("longitude", lon)) if i is None)
+        raise DataError(f"{path}: header {header!r} names no {missing} column; name the columns "
+                        f"{'/'.join(LAT_NAMES)} and {'/'.join(LON_NAMES)} (any case), or drop the header "
+                        "to read the first two columns as latitude, longitude")
+    return lat, lon
+
+
 def read_latlon_csv(path: str | Path) -> np.ndarray:
-    """Read a CSV whose first two columns are latitude and longitude in degrees; '#' lines are comments."""
+    """Latitude and longitude in degrees from a CSV; '#' lines are comments.
+
+    A first row without a single number is a header, and the columns are then taken by name (a file whose
+    header reads ``longitude,latitude`` is not read swapped); without a header the first two columns are
+    latitude, longitude.
+    """
     path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
+                        "UTF-8") from None
+    lines = (line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
     rows: list[tuple[float, float]] = []
-    with open(path, newline="") as f:
-        lines = (line for line in f if line.strip() and not line.lstrip().startswith("#"))
-        reader = csv.reader(lines)
-        header_seen = False
-        for lineno, row in enumerate(reader, start=1):
-            try:
-                lat, lon = float(row[0]), float(row[1])
-            except (ValueError, IndexError):
-                if not header_seen and rows == []:
-                    header_seen = True  # a header line such as "lat,lon"
-                    continue
-                raise DataError(f"{path}: data row {lineno} is not 'latitude,longitude' numbers: {row!r}") from None
-            rows.append((lat, lon))
+    cols = (0, 1)
+    for lineno, row in enumerate(csv.reader(lines), start=1):
+        if lineno == 1 and row and not any(_number(v) for v in row):
+            cols = _columns(path, row)
+            continue
+        try:
+            rows.append((float(row[cols[0]]), float(row[cols[1]])))
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: data row {lineno} is not 'latitude,longitude' numbers: {row[:4]!r}") from None
     if not rows:
         raise DataError(f"{path}: no (latitude, longitude) rows found")
     arr = np.asarray(rows, dtype=np.float64)
