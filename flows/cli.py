@@ -41,8 +41,8 @@ def _fail(msg: str) -> None:
 def _guarded(fn: Callable[[], object]) -> object:
     from cdcore.checkpoint import CheckpointError
     from cdcore.config import ConfigError
-    from cdcore.data.io import DataError
-    from cdcore.methods.landing import DivergenceError
+    from cdcore.data.errors import DataError
+    from cdcore.methods.errors import DivergenceError
 
     try:
         return fn()
@@ -87,6 +87,7 @@ def _each(stage: str, params_path: str, datasets: Optional[List[str]], root: str
 @app.command()
 def run(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
     """Run the whole pipeline as a Prefect flow and print the results table."""
+    from flows.layout import Layout
     from flows.pipeline import pipeline
     from flows.stages import format_table
 
@@ -108,44 +109,30 @@ def run(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root
 
     summary = _guarded(go)
     typer.echo("\n" + format_table(summary["rows"]))
-    typer.echo(f"\nwrote {Path(root) / 'reports' / 'summary.json'} and reports/datasets/*_map.png "
+    typer.echo(f"\nwrote {Layout(Path(root)).summary()} and reports/datasets/*_map.png "
                f"in {time.perf_counter() - t0:.0f}s; registered: {summary.get('registered_versions')}")
 
 
-@app.command()
-def data(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Read or generate each data set, check its constraint, split 80/10/10, write data/<name>.h5."""
-    _each("data", params, dataset, root)
+STAGE_COMMANDS = {  # what `dvc.yaml` calls, one stage for each data set (all, or those named)
+    "data": "Read or generate each data set, check its constraint, split 80/10/10, write data/<name>.h5.",
+    "mirror": "Fit the NAMM mirror maps g, f (method namm) -> mirrors/<name>/; other methods record that they need none.",
+    "train": "Train each data set's model with its method (resumes from its checkpoint after a crash) -> models/<name>/.",
+    "sample": "Sample each model (landing: also the Newton-projection baseline) -> samples/<name>.h5.",
+    "evaluate": "Score samples against the test split -> reports/datasets/<name>.json and a map PNG.",
+    "register": "Register each trained sampler in MLflow and point the alias (default `candidate`) at it.",
+}
 
 
-@app.command()
-def mirror(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Fit the NAMM mirror maps g, f (method namm) -> mirrors/<name>/; other methods record that they need none."""
-    _each("mirror", params, dataset, root)
+def _stage_command(stage: str, doc: str) -> None:
+    def command(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
+        _each(stage, params, dataset, root)
+
+    command.__doc__ = doc
+    app.command(name=stage)(command)
 
 
-@app.command()
-def train(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Train each data set's model with its method (resumes from its checkpoint after a crash) -> models/<name>/."""
-    _each("train", params, dataset, root)
-
-
-@app.command()
-def sample(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Sample each model (landing: also the Newton-projection baseline) -> samples/<name>.h5."""
-    _each("sample", params, dataset, root)
-
-
-@app.command()
-def evaluate(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Score samples against the test split -> reports/datasets/<name>.json and a map PNG."""
-    _each("evaluate", params, dataset, root)
-
-
-@app.command()
-def register(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
-    """Register each trained sampler in MLflow and point the alias (default `candidate`) at it."""
-    _each("register", params, dataset, root)
+for _stage, _doc in STAGE_COMMANDS.items():
+    _stage_command(_stage, _doc)
 
 
 @app.command()
@@ -163,7 +150,7 @@ def finetune(params: str = ParamsOpt,
              name: Optional[List[str]] = typer.Option(None, "--name", help="experiment under `finetune:` (repeatable; default: all)"),
              root: str = RootOpt) -> None:
     """Fine-tune registered pretrained models on their new class, plainly and under the distillation constraint."""
-    from flows.finetune import format_rows, run_finetune
+    from flows.stages.finetune import format_rows, run_finetune
 
     _setup_logging()
 
@@ -188,9 +175,54 @@ def check(params: str = ParamsOpt, root: str = RootOpt) -> None:
     p = _guarded(lambda: load_params(Path(root) / params))
     typer.echo(f"{params}: valid; data sets: {', '.join(f'{n} ({p.method_for(n)})' for n in p.datasets)}"
                + (f"; fine-tuning: {', '.join(p.finetune)}" if p.finetune else ""))
+    unnamed = [n for n, ds in p.datasets.items() if ds.method is None]
+    if unnamed and (Path(root) / "dvc.yaml").is_file():
+        typer.echo(f"note: `dvc repro` reads each data set's method from params.yaml: add `method: "
+                   f"{p.method_for(unnamed[0])}` under datasets.{unnamed[0]}"
+                   + (f" (and {', '.join(unnamed[1:])})" if unnamed[1:] else ""))
 
 
 BENCH_SUITES = ("landing", "dual", "namm", "cost")
+EXPERIMENTS = {"dual": ("fairness", "finetune"), "namm": ("prior", "inverse")}
+
+
+def _known(names: Optional[List[str]], available, what: str) -> None:
+    for name in names or []:
+        if name not in available:
+            _fail(f"unknown {what} {name!r}; available: {', '.join(available)}")
+
+
+def _scale(scale: str, scales, suite: str) -> None:
+    if scale not in scales:
+        _fail(f"--scale must be one of {', '.join(scales)} for {suite}, got {scale!r}")
+
+
+def _device(device: str, precision: str = "fp32") -> None:
+    from cdcore.profiling import resolve_device
+
+    if precision not in ("fp32", "tf32", "bf16"):
+        _fail(f"--precision must be fp32, tf32 or bf16, got {precision!r}")
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as e:   # --device cuda without a GPU
+        _fail(str(e))
+    if precision == "tf32" and dev.type != "cuda":
+        _fail(f"--precision tf32 is a CUDA tensor-core mode; on {dev.type} use fp32 or bf16")
+
+
+def _suite(run: Callable[[], dict], fmt: Callable[[dict], str], wrote: str, failed: bool = False,
+           catch: tuple = ()) -> None:
+    """Run a suite, print its table and what it wrote; failed benchmarks (their rows are missing) exit 2."""
+    t0 = time.perf_counter()
+    try:
+        report = _guarded(run)
+    except catch as e:
+        _fail(str(e))
+    typer.echo("\n" + fmt(report))
+    typer.echo(f"\nwrote {wrote} in {time.perf_counter() - t0:.0f}s")
+    if failed and report.get("failed"):
+        _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])} (their errors are above "
+              "and in the JSON's 'failed'; the other rows were written)")
 
 
 @app.command()
@@ -217,117 +249,81 @@ def bench(
     root: str = RootOpt,
 ) -> None:
     """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>*.json."""
-    experiments = {"dual": ("fairness", "finetune"), "namm": ("prior", "inverse")}
-    if method in experiments and experiment != "all" and experiment not in experiments[method]:
-        _fail(f"--experiment for {method} must be {', '.join(experiments[method])} or all, got {experiment!r}")
-    if method == "namm":  # vanilla diffusion vs NAMM + mirror diffusion on the five constraint problems
-        from flows.namm_bench import bench_namm, bench_namm_inverse
+    from flows import bench as b
+    from flows.layout import Layout
 
-        if experiment in ("all", "prior"):
-            bench_namm(scale, device, only, Path(root), fail=_fail)
-        if experiment in ("all", "inverse"):
-            bench_namm_inverse(scale, device, Path(root), fail=_fail)
-        return
+    if method in EXPERIMENTS and experiment not in ("all", *EXPERIMENTS[method]):
+        _fail(f"--experiment for {method} must be {', '.join(EXPERIMENTS[method])} or all, got {experiment!r}")
     if method not in BENCH_SUITES:
         _fail(f"unknown benchmark suite {method!r}; available: {', '.join(BENCH_SUITES)}")
+    lay, here = Layout(Path(root)), Path(root)
+    if method in ("namm", "dual") and experiment in ("all", EXPERIMENTS[method][0]):
+        (_bench_namm if method == "namm" else _bench_dual)(b, lay, scale, device, only, use_flow, threads)
+    if method in ("namm", "dual") and experiment in ("all", EXPERIMENTS[method][1]):
+        (_bench_namm_inverse if method == "namm" else _bench_finetune)(b, lay, scale, device, threads)
     if method == "cost":
-        _bench_cost(device, precision, only, n, root)
-        return
-    if method == "dual":
-        if experiment in ("all", "fairness"):
-            _bench_dual(scale, device, only, use_flow, threads, root)
-        if experiment in ("all", "finetune"):
-            _bench_finetune(scale, device, threads, root)
-        return
-    if scale not in ("ci", "paper"):
-        _fail(f"--scale must be ci or paper, got {scale!r}")
-    _check_precision(device, precision)
-    from cdcore import benchmarks
-    from flows.bench import bench_flow, format_report, run_all
+        from cdcore import benchmarks
+        from cdcore.benchmarks.cost import format_cost_report
 
-    for name in only or []:
-        if name not in benchmarks.BENCHMARKS:
-            _fail(f"unknown benchmark {name!r}; available: {', '.join(benchmarks.BENCHMARKS)}")
-    if use_flow:
-        report = bench_flow(scale=scale, device=device, only=only, root=root, precision=precision)
-    else:
-        report = run_all(scale, device, only, Path(root), precision=precision)
-    typer.echo("\n" + format_report(report))
-    typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'landing.json'}")
-    if report.get("failed"):
-        _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])} (their errors are above "
-              "and in the JSON's 'failed'; the other rows were written)")
+        _device(device, precision)
+        _known(only, list(benchmarks.BENCHMARKS), "benchmark")
+        _suite(lambda: b.run_cost_all(device, precision, only, here, n=n), format_cost_report,
+               str(lay.bench("cost.json")), failed=True, catch=(ValueError, RuntimeError))
+    if method == "landing":
+        from cdcore import benchmarks
+        from cdcore.benchmarks.landing import format_report
+
+        if scale not in ("ci", "paper"):
+            _fail(f"--scale must be ci or paper, got {scale!r}")
+        _device(device, precision)
+        _known(only, list(benchmarks.BENCHMARKS), "benchmark")
+        run = (lambda: b.bench_flow(scale=scale, device=device, only=only, root=root, precision=precision)) \
+            if use_flow else (lambda: b.run_all(scale, device, only, here, precision=precision))
+        _suite(run, format_report, str(lay.bench("landing.json")), failed=True)
 
 
-def _check_precision(device: str, precision: str) -> None:
-    if precision not in ("fp32", "tf32", "bf16"):
-        _fail(f"--precision must be fp32, tf32 or bf16, got {precision!r}")
-    from cdcore.profiling import resolve_device
+def _bench_namm(b, lay, scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads) -> None:
+    from cdcore.benchmarks.namm import format_report
+    from cdcore.config.namm import PROBLEMS, SCALES
 
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as e:
-        _fail(str(e))
-    if precision == "tf32" and dev.type != "cuda":
-        _fail(f"--precision tf32 is a CUDA tensor-core mode; on {dev.type} use fp32 or bf16")
-
-
-def _bench_cost(device: str, precision: str, only: Optional[List[str]], n: Optional[int], root: str) -> None:
-    from cdcore import benchmarks
-    from flows.bench import format_cost_report, run_cost_all
-
-    _check_precision(device, precision)
-    for name in only or []:
-        if name not in benchmarks.BENCHMARKS:
-            _fail(f"unknown benchmark {name!r}; available: {', '.join(benchmarks.BENCHMARKS)}")
-    try:
-        report = run_cost_all(device, precision, only, Path(root), n=n)
-    except (ValueError, RuntimeError) as e:
-        _fail(str(e))
-    typer.echo("\n" + format_cost_report(report))
-    typer.echo(f"\nwrote {Path(root) / 'reports' / 'bench' / 'cost.json'}")
-    if report.get("failed"):
-        _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])}")
+    _scale(scale, SCALES, "namm")
+    _known(only, PROBLEMS, "NAMM problem")
+    if device not in ("auto", "cpu", "cuda"):
+        _fail(f"--device must be cpu, cuda or auto, got {device!r}")
+    _device(device)
+    _suite(lambda: b.run_namm(scale, device, only, lay.root, log=lambda s: typer.echo(s, err=True)), format_report,
+           f"{lay.bench('namm.json')} and namm_constraint_hist.png")
 
 
-def _bench_finetune(scale: str, device: str, threads: Optional[int], root: str) -> None:
-    from cdcore.config.dual import FT_SCALES
-    from cdcore.benchmarks.dual_finetune import format_finetune_report
-    from flows.bench import run_dual_finetune
+def _bench_namm_inverse(b, lay, scale: str, device: str, threads) -> None:
+    from cdcore.config.namm import DPS_SCALES
+    from cdcore.report.inverse import format_dps_report
 
-    if scale not in FT_SCALES:
-        _fail(f"--scale must be one of {', '.join(FT_SCALES)} for the fine-tuning experiment, got {scale!r}")
-    t0 = time.perf_counter()
-    report = _guarded(lambda: run_dual_finetune(scale, device, Path(root), threads=threads))
-    out = Path(root) / "reports" / "bench"
-    typer.echo("\n" + format_finetune_report(report))
-    typer.echo(f"\nwrote {out / 'dual_finetune.json'} and {out / 'dual_finetune.png'} in {time.perf_counter() - t0:.0f}s")
+    _scale(scale, DPS_SCALES, "the inverse problems")
+    _suite(lambda: b.run_namm_inverse(scale, device, lay.root, log=lambda s: typer.echo(s, err=True)),
+           format_dps_report, f"{lay.bench('namm_dps.json')} and namm_dps.png")
 
 
-def _bench_dual(scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads: Optional[int],
-                root: str) -> None:
+def _bench_dual(b, lay, scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads) -> None:
     from cdcore.benchmarks.dual import format_dual_report
     from cdcore.config.dual import SCALES, VARIANTS
 
-    if scale not in SCALES:
-        _fail(f"--scale must be one of {', '.join(SCALES)} for dual, got {scale!r}")
+    _scale(scale, SCALES, "dual")
     if use_flow:
         _fail("--flow is only available for the landing suite")
-    for name in only or []:
-        if name not in VARIANTS:
-            _fail(f"unknown dual variant {name!r}; available: {', '.join(VARIANTS)}")
-    from cdcore.profiling import resolve_device
-    from flows.bench import run_dual
+    _known(only, VARIANTS, "dual variant")
+    _device(device)
+    _suite(lambda: b.run_dual(scale, device, lay.root, variants=only or None, threads=threads), format_dual_report,
+           f"{lay.bench('dual.json')} and {lay.bench('dual_shares.png')}")
 
-    try:
-        resolve_device(device)
-    except RuntimeError as e:   # --device cuda without a GPU
-        _fail(str(e))
-    t0 = time.perf_counter()
-    report = _guarded(lambda: run_dual(scale, device, Path(root), variants=only or None, threads=threads))
-    out = Path(root) / "reports" / "bench"
-    typer.echo("\n" + format_dual_report(report))
-    typer.echo(f"\nwrote {out / 'dual.json'} and {out / 'dual_shares.png'} in {time.perf_counter() - t0:.0f}s")
+
+def _bench_finetune(b, lay, scale: str, device: str, threads) -> None:
+    from cdcore.benchmarks.dual_finetune import format_finetune_report
+    from cdcore.config.dual import FT_SCALES
+
+    _scale(scale, FT_SCALES, "the fine-tuning experiment")
+    _suite(lambda: b.run_dual_finetune(scale, device, lay.root, threads=threads), format_finetune_report,
+           f"{lay.bench('dual_finetune.json')} and {lay.bench('dual_finetune.png')}")
 
 
 @app.command()

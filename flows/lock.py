@@ -1,20 +1,14 @@
 """One writer per data set and project folder: an exclusive ``flock`` on ``<root>/.cache/locks/<dataset>.lock``.
 
-Every write is atomic, but two runs in the same folder with different params
-could still leave a mixed set (data of one, model of the other). The stage
-functions and the Prefect flow therefore hold this lock while they work on a
-data set. Other data sets and other ``--root`` folders are not blocked.
+Every write is atomic, but two runs in one folder with different params could still leave a mixed set (data of
+one, model of the other), so the stages and the Prefect flow hold this lock while they work on a data set.
 
-- The lock belongs to the process and is re-entrant there: the flow holds it
-  for a data set's whole chain and the stage functions inside take it again
+- Re-entrant in the process: the flow holds it for a data set's whole chain and the stages inside take it again
   without blocking (Prefect may run them on another thread).
-- It is an OS lock (``fcntl.flock``): the kernel drops it when the holder exits,
-  even on SIGKILL, so a killed run never blocks the next one. The file itself
-  stays (removing it would race with a new holder); its content is only the
-  holder's pid and command, for the message.
-- A busy lock fails at once, or after waiting ``CDCORE_LOCK_TIMEOUT`` seconds,
-  with :class:`LockBusyError` (a ``DataError``: ``cdcore`` prints it and exits 2,
-  Prefect does not retry it).
+- An OS lock: the kernel drops it when the holder exits, even on SIGKILL. The file stays (removing it would race
+  with a new holder); it holds only the holder's pid and command, for the message.
+- A busy lock fails at once, or after ``CDCORE_LOCK_TIMEOUT`` seconds, with :class:`LockBusyError` (a
+  ``DataError``: ``cdcore`` prints it and exits 2, Prefect does not retry it).
 """
 
 from __future__ import annotations
@@ -30,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
-from cdcore.data.io import DataError
+from cdcore.data.errors import DataError
+from flows.layout import Layout
 
 TIMEOUT_ENV = "CDCORE_LOCK_TIMEOUT"
 _POLL_S = 0.1
@@ -45,7 +40,7 @@ class LockBusyError(DataError):
 
 
 def lock_path(root: Path | str, name: str) -> Path:
-    return Path(root) / ".cache" / "locks" / f"{name}.lock"
+    return Layout(Path(root)).lock(name)
 
 
 def lock_timeout() -> float:

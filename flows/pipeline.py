@@ -17,10 +17,11 @@ from prefect.context import TaskRunContext
 
 from cdcore.checkpoint import CheckpointError
 from cdcore.config import ConfigError, Params, load_params, parse_params
-from cdcore.data.io import DataError
-from cdcore.methods.landing import DivergenceError
+from cdcore.data.errors import DataError
+from cdcore.methods.errors import DivergenceError
 from flows import stages, tracking
 from flows.lock import dataset_lock
+from flows.stages.finetune import format_rows, run_finetune
 
 DETERMINISTIC = (ConfigError, DataError, DivergenceError, CheckpointError, ValueError, KeyError)
 
@@ -96,6 +97,11 @@ def register_task(params_raw: dict, name: str, root: str, parent_run_id: Optiona
     return stages.run_register(parse_params(params_raw), name, Path(root), parent_run_id)
 
 
+@task(name="finetune-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient)
+def finetune_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str]) -> dict:
+    return run_finetune(parse_params(params_raw), name, Path(root), parent_run_id)
+
+
 @flow(name="cdcore-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Optional[list[str]] = None) -> dict:
     """Run every stage for every data set in params.yaml (or the ones named) and write the summary."""
@@ -123,8 +129,6 @@ def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Option
                 versions[n] = register_task(raw, n, root, parent, e)
             for ft_name, exp in params.finetune.items():     # fine-tuning starts from a model registered above
                 if exp.base in names:
-                    from flows.finetune import finetune_task
-
                     rep = finetune_task(raw, ft_name, root, parent)
                     versions[ft_name] = rep.get("registered_version")
             summary = stages.run_report(params, Path(root), names)
@@ -133,3 +137,21 @@ def pipeline(params_path: str = "params.yaml", root: str = ".", datasets: Option
     logger.info("results:\n%s", stages.format_table(summary["rows"]))
     summary["registered_versions"] = versions
     return json.loads(json.dumps(summary))
+
+
+@flow(name="cdcore-finetune", log_prints=True)
+def finetune_flow(params_path: str = "params.yaml", root: str = ".", names: Optional[list[str]] = None) -> dict:
+    """Run the fine-tuning experiments of params.yaml (all, or those named) from their registered models."""
+    logger = get_run_logger()
+    params = load_params(Path(root) / params_path if not Path(params_path).is_absolute() else params_path)
+    raw = params.model_dump(mode="json")
+    names = names or list(params.finetune)
+    for n in names:
+        if n not in params.finetune:
+            raise KeyError(f"no fine-tuning experiment {n!r} in params.yaml; defined: {', '.join(params.finetune)}")
+    results = {}
+    with tracking.pipeline_run(params.tracking.experiment, name="finetune", tags={"cdcore.method": "dual"}) as parent:
+        for n in names:
+            results[n] = finetune_task(raw, n, root, parent)
+            logger.info("finetune[%s]:\n%s", n, format_rows(results[n]["rows"]))
+    return json.loads(json.dumps(results, default=float))

@@ -1,20 +1,10 @@
-"""Explicit promotion: move the ``champion`` alias only to a version that earns it.
+"""Explicit promotion: the ``champion`` alias moves only to a version that earns it.
 
-A candidate version (default: the one under the alias ``candidate`` that the
-register stage sets) replaces the current champion only when
-
-1. it satisfies the constraint: ``landing.violation_max <= tol`` (``tol``
-   defaults to ``evaluate.feasibility_tol`` in params.yaml), and
-2. it beats the champion on the benchmark's primary metric ``landing.jsd``
-   (lower is better) by more than ``min_improvement``, or there is no champion.
-
-Either way the decision and its reason are recorded: as tags on the candidate
-version (``promotion.*``), a tag on the registered model, and a line appended to
-the note of the candidate's MLflow run. Before deciding, the candidate (and the
-current champion, if untagged) get lineage tags: the parameters, the DVC data
-version (hashes from ``dvc.lock``) and the git commit.
-
-Consumers load ``models:/<name>@champion``.
+A candidate (default: the version under ``candidate``, set by the register stage) replaces the champion only if it
+is feasible (``landing.violation_max <= tol``, default ``evaluate.feasibility_tol``) and beats the champion's
+``landing.jsd`` (lower is better) by more than ``min_improvement``, or there is none. The decision and its reason
+are recorded on the version (``promotion.*`` tags), on the registered model and in the note of the candidate's run;
+before deciding, versions get lineage tags (params, DVC data hashes from ``dvc.lock``, git commit).
 """
 
 from __future__ import annotations
@@ -28,6 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from flows.layout import Layout
 
 PRIMARY_METRIC = "landing.jsd"
 CONSTRAINT_METRIC = "landing.violation_max"
@@ -80,7 +72,7 @@ def _params_raw(params_path: Path) -> Optional[dict]:
 
 def dvc_lock_hashes(root: Path, dataset: Optional[str] = None) -> dict[str, str]:
     """``{out path: md5}`` from dvc.lock, for the stages of ``dataset`` (``<stage>@<dataset>``) or all."""
-    lock = Path(root) / "dvc.lock"
+    lock = Layout(Path(root)).dvc_lock()
     if not lock.is_file():
         return {}
     data = yaml.safe_load(lock.read_text()) or {}
@@ -108,7 +100,7 @@ def lineage_tags(root: str | Path = ".", params_path: str | Path = "params.yaml"
         text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         tags["cdcore.params"] = text
         tags["cdcore.params_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    lock = root / "dvc.lock"
+    lock = Layout(root).dvc_lock()
     if lock.is_file():
         tags["dvc.lock_sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest()
         for path, digest in sorted(dvc_lock_hashes(root, dataset).items()):
@@ -117,7 +109,7 @@ def lineage_tags(root: str | Path = ".", params_path: str | Path = "params.yaml"
             tags["dvc.data_md5"] = dvc_lock_hashes(root, dataset)[f"data/{dataset}.h5"]
     else:
         tags["dvc.lock"] = "absent"
-        data = root / "data" / f"{dataset}.h5" if dataset else None
+        data = Layout(root).data(dataset) if dataset else None
         if data is not None and data.is_file():
             tags["data.sha256"] = hashlib.sha256(data.read_bytes()).hexdigest()
     commit = _git(root, "rev-parse", "HEAD")
@@ -171,12 +163,12 @@ def _lineage_incomplete(mv, root: Path) -> bool:
     """
     tags = mv.tags
     missing = tags.get("git.commit", "unknown") == "unknown" or (
-        tags.get("dvc.lock") == "absent" and (root / "dvc.lock").is_file())
+        tags.get("dvc.lock") == "absent" and Layout(root).dvc_lock().is_file())
     if not missing:
         return False
     dataset, sha = tags.get("cdcore.dataset"), tags.get("data.sha256")
     if dataset and sha:
-        data = root / "data" / f"{dataset}.h5"
+        data = Layout(root).data(dataset)
         return data.is_file() and hashlib.sha256(data.read_bytes()).hexdigest() == sha
     return True
 

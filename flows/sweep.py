@@ -1,31 +1,14 @@
-"""A sweep over methods x data sets x seeds, fanned out on a Dask cluster.
+"""A sweep over methods × data sets × seeds on a Dask cluster, one folder and one MLflow run per point.
 
-Each sweep point runs the pipeline's stage functions (data -> train -> sample ->
-evaluate [-> register] -> report) in its own folder
-``<root>/sweeps/<sweep_id>/<dataset>-<method>-s<seed>/``, so points never write
-to the same file, and logs under its own MLflow run nested below one sweep
-parent run. The parent's id is passed to the points explicitly because they
-run in other processes (or on other hosts).
+Each point runs the pipeline's stages in ``<root>/sweeps/<sweep_id>/<dataset>-<method>-s<seed>/`` (points never
+share a file), under its own run below one sweep parent whose id is passed explicitly: points run in other
+processes or hosts. Without a ``sweep:`` section it covers every data set, the configured method and seeds [0, 1].
 
-Configuration: an optional ``sweep:`` mapping in params.yaml (see
-:class:`SweepCfg`); without one the sweep covers every data set in params.yaml,
-the configured method and seeds [0, 1].
-
-Where the points run:
-
-* default: a local Dask cluster of ``workers`` processes with one thread each
-  (flow parameter, else ``CDCORE_DASK_WORKERS``, else ``sweep.workers``); the
-  workers report to this process's Prefect API, temporary server included;
-* ``address=`` or ``CDCORE_DASK_ADDRESS=tcp://scheduler:8786``: an existing Dask
-  cluster. Its workers need cdcore installed, the sweep root and the input
-  files on a shared filesystem, and ``PREFECT_API_URL``/``MLFLOW_TRACKING_URI``
-  pointing at real servers (the tracking URI is passed to each point);
-* ``CDCORE_DASK_CLUSTER_CLASS`` (e.g. ``dask_cuda.LocalCUDACluster``) replaces
-  the local cluster class.
-
-GPU points carry the Dask annotation ``resources={"GPU": 1}`` (name set by
-``sweep.gpu_resource``) so that a cluster whose GPU workers declare that
-resource (``dask worker ... --resources GPU=1``) runs at most one per GPU.
+Where points run: a local cluster of ``workers`` one-thread processes (argument, ``CDCORE_DASK_WORKERS`` or
+``sweep.workers``) reporting to this process's Prefect API; ``address=`` or ``CDCORE_DASK_ADDRESS`` for an existing
+cluster (cdcore installed, a shared filesystem, real ``PREFECT_API_URL`` / ``MLFLOW_TRACKING_URI``);
+``CDCORE_DASK_CLUSTER_CLASS`` for another cluster class. GPU points ask Dask for ``resources={"GPU": 1}``
+(``sweep.gpu_resource``), so workers that declare it (``--resources GPU=1``) run one per GPU.
 """
 
 from __future__ import annotations
@@ -45,7 +28,9 @@ from prefect.futures import wait
 from pydantic import ValidationError
 
 from cdcore.config import ConfigError, FileDataset, Params, SweepCfg, load_params, parse_params
+from cdcore.report.sweep import seed_spread
 from flows import stages, tracking
+from flows.layout import Layout
 
 ADDRESS_ENV = "CDCORE_DASK_ADDRESS"
 WORKERS_ENV = "CDCORE_DASK_WORKERS"
@@ -225,24 +210,6 @@ def sweep_point(raw: dict, method: str, dataset: str, seed: int, point_root: str
             "dask": _dask_placement(), "rows": rows}
 
 
-def _aggregate(points: list[dict]) -> list[dict]:
-    """Mean and spread over seeds per (method, data set, sampler) of the main scores."""
-    import numpy as np
-
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        for r in p["rows"]:
-            groups.setdefault((p["method"], p["dataset"], r["sampler"]), []).append(r)
-    out = []
-    for (method, dataset, sampler), rows in sorted(groups.items()):
-        row: dict[str, Any] = {"method": method, "dataset": dataset, "sampler": sampler, "n_seeds": len(rows)}
-        for k in ("jsd", "violation_max", "drop_rate", "wall_s"):
-            v = np.array([r[k] for r in rows], dtype=float)
-            row[f"{k}_mean"], row[f"{k}_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        out.append(row)
-    return out
-
-
 # ----- the flows ----------------------------------------------------------------------
 @flow(name="cdcore-sweep-points", log_prints=True)
 def sweep_points(jobs: list[dict], ctx: dict, gpu_resource: Optional[str] = None) -> dict:
@@ -280,7 +247,7 @@ def sweep(params_path: str = "params.yaml", root: str = ".", sweep_id: Optional[
     sweep_id = sweep_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if not _ID_RE.match(sweep_id):
         raise ConfigError(f"sweep_id {sweep_id!r} must match {_ID_RE.pattern}")
-    sweep_root = (Path(root) / "sweeps" / sweep_id).resolve()
+    sweep_root = Layout(Path(root)).sweep(sweep_id).resolve()
     gpu = needs_gpu(params, cfg)
     workers = workers or int(os.environ.get(WORKERS_ENV, "0")) or cfg.workers
     runner = task_runner(address, workers, cfg.gpu_resource if gpu else None)
@@ -309,7 +276,7 @@ def sweep(params_path: str = "params.yaml", root: str = ".", sweep_id: Optional[
         points, failed = result["points"], result["failed"]
         summary = {"sweep_id": sweep_id, "root": str(sweep_root), "parent_run_id": parent,
                    "config": cfg.model_dump(mode="json"), "gpu": gpu, "dask": where, "points": points,
-                   "failed": failed, "aggregate": _aggregate(points)}
+                   "failed": failed, "aggregate": seed_spread(points)}
         sweep_root.mkdir(parents=True, exist_ok=True)
         out = sweep_root / "summary.json"
         out.write_text(json.dumps(summary, indent=1, default=str))

@@ -1,8 +1,7 @@
 """MLflow glue: one parent run per pipeline run, a nested run per stage, the model registry.
 
-The tracking store defaults to a SQLite file in the project folder
-(``sqlite:///mlruns.db``); ``MLFLOW_TRACKING_URI`` overrides it. Set
-``CDCORE_TRACKING=off`` to run the stages with no tracking at all.
+The store defaults to ``sqlite:///mlruns.db`` in the project folder (``MLFLOW_TRACKING_URI`` overrides it);
+``CDCORE_TRACKING=off`` runs the stages with no tracking at all.
 """
 
 from __future__ import annotations
@@ -13,12 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-SAMPLER_CODE = Path(__file__).with_name("sampler_model.py")
+SAMPLERS = Path(__file__).with_name("samplers")
+SAMPLER_CODE = SAMPLERS / "landing.py"
 
 
 def sampler_code(method: str) -> Path:
     """The pyfunc code file of a method's registered sampler (models are logged as code, never pickled)."""
-    return SAMPLER_CODE if method == "landing" else Path(__file__).with_name(f"sampler_{method}.py")
+    return SAMPLERS / f"{method}.py"
 
 
 def enabled() -> bool:
@@ -131,7 +131,7 @@ def register_sampler(weights: Path, cfg: Any, dataset: str, metrics: dict[str, f
                      output_shape: Optional[tuple[int, ...]] = None) -> Optional[str]:
     """Log the sampler as a pyfunc (code + weights-only checkpoint), register it, set the alias.
 
-    The model is logged from code (``sampler_model.py``), not pickled: loading
+    The model is logged from code (``flows/samplers/<method>.py``), not pickled: loading
     it reads tensors with ``weights_only=True`` and runs only code you can read.
     """
     if not enabled():

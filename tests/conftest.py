@@ -21,8 +21,8 @@ SHARED = Path(os.environ.get("CDCORE_SHARED", REPO.parent / "shared"))
 TINY_PARAMS = """
 seed: 0
 datasets:
-  vmf: {kind: vmf, n: 400, components: 2, kappa: 30.0}
-  volcano: {kind: file, path: assets/earth/volcano.csv, train_steps: 30}
+  vmf: {kind: vmf, method: landing, n: 400, components: 2, kappa: 30.0}
+  volcano: {kind: file, method: landing, path: assets/earth/volcano.csv, train_steps: 30}
 schedule: {N: 10}
 model: {hidden: 32, depth: 2, time_features: 4}
 train: {steps: 40, batch_size: 64, refresh_every: 20, val_every: 20, checkpoint_every: 20, val_paths: 16}

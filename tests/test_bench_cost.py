@@ -12,7 +12,7 @@ from cdcore.config import ModelCfg
 from flows.cli import app
 # Imported here, not first inside CliRunner.invoke: importing prefect binds its console log handler to the
 # current stderr, and CliRunner's is closed after the call, which broke every later flow's logging.
-from flows.bench import format_cost_report  # noqa: F401
+import flows.bench  # noqa: E402,F401  (imports prefect)
 
 TINY_NET = ModelCfg(hidden=16, depth=1, time_features=2)
 SAMPLERS = ["OLLA", "OLLA-P", "unconstrained overdamped", "floor overdamped",

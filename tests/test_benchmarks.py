@@ -246,7 +246,8 @@ def test_a_failing_benchmark_keeps_the_others_rows_and_is_named(tmp_path, monkey
     after it are written to landing.json all the same."""
     import json
 
-    from flows.bench import format_report, run_all
+    from cdcore.benchmarks.landing import format_report
+    from flows.bench import run_all
 
     ok = replace(benchmarks.get("ball_gmm"), scales={"ci": TINY})
     ok = replace(ok, od_schedule=ok.od_schedule.model_copy(update={"N": 10}),

@@ -427,7 +427,7 @@ def test_mlflow_on_postgres_and_s3_with_dvc_remote_promotes_and_serves_the_champ
 
     stack = Stack()
     project = _tiny_project(tmp_path / "project", "tiny-served")
-    for item in ("dvc.yaml", "cdcore"):  # dvc.lock records these as the stages' dependencies
+    for item in ("dvc.yaml", "cdcore", "flows"):  # dvc.lock records these as the stages' dependencies
         src = REPO / item
         (shutil.copytree(src, project / item, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy(src, project / item))

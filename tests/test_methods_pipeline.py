@@ -31,7 +31,7 @@ def _params(datasets: dict, **extra):
 
 def test_namm_method_runs_data_mirror_train_sample_evaluate(tmp_path):
     from flows import stages
-    from flows.stages_namm import load_sampler
+    from cdcore.methods.namm.io import load_sampler
 
     p = _params({"burgers": NAMM_DS, "vmf": {"kind": "vmf", "n": 100}})
     assert p.method_for("burgers") == "namm" and p.method_for("vmf") == "landing"
@@ -42,9 +42,9 @@ def test_namm_method_runs_data_mirror_train_sample_evaluate(tmp_path):
     assert attrs["method"] == "namm" and attrs["shape"] == [16, 16, 1]
     assert [len(splits[k]) for k in ("train", "val", "test")] == [32, 8, 16]
     # the data satisfy the problem's own constraint (rebuilt from the file's attributes)
-    from flows.stages_namm import make_constraint
+    from cdcore.constraints import make
 
-    c = make_constraint(attrs["constraint"], attrs["constraint_kwargs"])
+    c = make(attrs["constraint"], **attrs["constraint_kwargs"])
     assert float(c.distance(torch.as_tensor(splits["train"])).max()) <= attrs["generator_tol"]
 
     # the mirror stage sits between data and training; for another method it only records that it needs none
@@ -75,7 +75,7 @@ def test_namm_pipeline_builds_and_reloads_the_benchmarks_periodic_nets(tmp_path)
     it: a reloaded sampler with zero-padded nets would load the same weights into different functions."""
     from cdcore.config.namm import CI
     from flows import stages
-    from flows.stages_namm import draw, load_sampler
+    from cdcore.methods.namm.io import draw, load_sampler
 
     ds = {**NAMM_DS, "problem": "periodic_texture", "n_train": 16, "n_test": 8, "namm_steps": 3, "train_steps": 3,
           "sample_steps": 4, "n_samples": 4}
@@ -95,8 +95,10 @@ def test_namm_pipeline_fine_tunes_f_as_the_bench_does(tmp_path):
     λ_cyc 3; with the fit's λ_cyc 1 f collapses), the data set's finetune_kw over them, held-out diagnostics in the
     bundle; changing the settings re-runs the stage, and an unknown setting is refused with the list."""
     from cdcore.config.namm import CI
-    from flows import stages, stages_namm
-    from flows.stages_namm import load_sampler
+    from cdcore.config.namm import finetune_cfg, namm_cfg
+    from flows import stages
+    from flows.stages import namm as stages_namm
+    from cdcore.methods.namm.io import load_sampler
 
     ds = {**NAMM_DS, "problem": "periodic_texture", "n_train": 16, "n_test": 8, "namm_steps": 3, "train_steps": 3,
           "sample_steps": 4, "n_samples": 4, "finetune_steps": 2}
@@ -107,7 +109,7 @@ def test_namm_pipeline_fine_tunes_f_as_the_bench_does(tmp_path):
     assert ft["steps"] == 2 and ft["lam_cyc"] == CI.finetune_kw["periodic_texture"]["lam_cyc"] == 3.0
     assert np.isfinite([ft["val_constr_before"], ft["val_constr_after"], ft["val_mmd_after"]]).all()
     p2 = _params({"tex": {**ds, "finetune_kw": {"lam_cyc": 5.0}}})
-    assert stages_namm.finetune_cfg(p2.dataset("tex"), stages_namm.namm_cfg(p2.dataset("tex"))).lam_cyc == 5.0
+    assert finetune_cfg(p2.dataset("tex"), namm_cfg(p2.dataset("tex"))).lam_cyc == 5.0
     assert stages_namm.fp_train(p2, "tex", tmp_path) != stages_namm.fp_train(p, "tex", tmp_path)
     with pytest.raises(ConfigError, match=r"finetune_kw.*lam_cycle.*lam_cyc"):
         _params({"tex": {**ds, "finetune_kw": {"lam_cycle": 5.0}}})
@@ -189,7 +191,7 @@ def test_method_must_fit_the_kind_of_data():
 def test_finetune_flow_starts_from_a_registered_model_and_keeps_old_digits(tmp_path):
     """Pretrain without 9 through the pipeline, register it, fine-tune from models:/...@candidate both ways."""
     from flows import stages
-    from flows.finetune import finetune_flow
+    from flows.pipeline import finetune_flow
 
     datasets = {"no9": {"kind": "digits", "method": "dual", "minority": [], "exclude": [9], "train_steps": 400}}
     ft = {"ft9": {"source": "models:/tiny-dual-no9@candidate", "base": "no9", "steps": 60, "teacher_samples": 200}}
@@ -213,7 +215,7 @@ def test_finetune_flow_starts_from_a_registered_model_and_keeps_old_digits(tmp_p
 def test_finetune_sources_that_cannot_serve_are_refused_with_the_fix(tmp_path, monkeypatch):
     from cdcore.data import io
     from flows import stages
-    from flows.finetune import load_pretrained, run_finetune
+    from flows.stages.finetune import load_pretrained, run_finetune
 
     # a registry source while tracking is off: the message says to use a local folder
     monkeypatch.setenv("CDCORE_TRACKING", "off")

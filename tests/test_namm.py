@@ -14,7 +14,7 @@ from cdcore.methods.namm.evaluate import evaluate_namm
 from cdcore.config.namm import task_cfg
 from cdcore.nets.images import ICNN, ResnetGenerator, ScoreUNet
 from cdcore.constraints.images import ImageConstraint, tile_states
-from cdcore.data.namm import _check, make_count, make_problem
+from cdcore.data.images import _check, make_count, make_problem
 from cdcore.constraints.images import untile_states
 
 
@@ -242,3 +242,20 @@ def test_image_constraint_rebuilds_from_its_recorded_arguments_in_a_fresh_librar
     assert again.spec() == p.constraint.spec()
     x = p.flat().double()
     torch.testing.assert_close(again.h(x), p.constraint.h(x), rtol=0, atol=0)
+
+
+def test_a_diverged_namm_fit_raises_the_divergence_error_every_method_raises(monkeypatch):
+    """NAMM raised FloatingPointError, which the pipeline did not know as deterministic and retried twice."""
+    import cdcore.methods.namm.fit as fit_mod
+    from cdcore.methods.errors import DivergenceError
+
+    p = make_problem("total_brightness", n=8, image=16)
+    real = fit_mod.namm_loss
+
+    def poisoned(*a, **k):
+        loss, parts = real(*a, **k)
+        return loss * float("nan"), {**parts, "loss": float("nan")}
+
+    monkeypatch.setattr(fit_mod, "namm_loss", poisoned)
+    with pytest.raises(DivergenceError, match="NAMM loss is not finite at step 0"):
+        fit_namm(p.x, p.constraint, task_cfg("total_brightness", "ci", steps=2, batch_size=4))

@@ -18,7 +18,7 @@ from cdcore.methods.namm import inverse as inv
 from cdcore.dynamics.schedules import VPSDE
 from cdcore.methods.namm.sample import mirror_dps
 from cdcore.constraints.images import BrightnessConstraint, tile_states
-from cdcore.data.namm import make_problem
+from cdcore.data.images import make_problem
 from cdcore.constraints.images import nchw_to_flat
 
 SIGMA = 0.2

@@ -67,7 +67,7 @@ def _namm() -> list[torch.Tensor]:
     from cdcore.methods.namm.sample import mirror_dps, sample_mdm
     from cdcore.methods.namm.fit import fit_namm
     from cdcore.config.namm import task_cfg
-    from cdcore.data.namm import make_problem
+    from cdcore.data.images import make_problem
 
     p = make_problem("total_brightness", n=16, image=16)
     cfg = task_cfg("total_brightness", "ci", steps=6, batch_size=4, log_every=3)

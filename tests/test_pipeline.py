@@ -90,7 +90,7 @@ def test_dvc_repro_runs_every_stage_once_and_only_what_changed(project):
     """First repro runs all stages; the second runs none; a train parameter re-runs only train and below."""
     if shutil.which("git") is None:
         pytest.skip("git is needed by DVC")
-    for item in ("dvc.yaml", "cdcore"):
+    for item in ("dvc.yaml", "cdcore", "flows"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item)
     import yaml
@@ -138,8 +138,10 @@ def test_train_stage_keeps_the_best_validation_point_when_asked(project):
 
     splits, attrs = io.read_dataset(stages.Layout(project).data("vmf"))
     tensors = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in splits.items()}
-    select = stages.validation_selector(params, "vmf", attrs, tensors, stages.constraint_of(attrs), schedule,
-                                        dyn_cfg, torch.device("cpu"))
+    from flows.stages import landing as landing_stages
+
+    select = landing_stages.validation_selector(params, "vmf", attrs, tensors, stages.constraint_of(attrs), schedule,
+                                                dyn_cfg, torch.device("cpu"))
     assert select(model) == pytest.approx(min(scored.values()), abs=1e-9)
 
     # the default keeps the last EMA weights and says so

@@ -117,7 +117,7 @@ def test_divergence_fails_the_stage_and_is_logged_to_mlflow(project, monkeypatch
 
     import flows.stages as stages
     from cdcore.config import load_params
-    from cdcore.methods.landing import DivergenceError
+    from cdcore.methods.errors import DivergenceError
 
     params = load_params(project / "params.yaml")
     stages.run_data(params, "vmf", project)
@@ -125,7 +125,9 @@ def test_divergence_fails_the_stage_and_is_logged_to_mlflow(project, monkeypatch
     def diverge(*args, **kwargs):
         raise DivergenceError("training loss is nan at step 7")
 
-    monkeypatch.setattr(stages, "train_landing", diverge)
+    from flows.stages import landing as landing_stages
+
+    monkeypatch.setattr(landing_stages, "train_landing", diverge)
     with pytest.raises(DivergenceError):
         stages.run_train(params, "vmf", project)
     assert not (project / "models" / "vmf" / "score.pt").exists()
@@ -136,8 +138,8 @@ def test_divergence_fails_the_stage_and_is_logged_to_mlflow(project, monkeypatch
 
 
 def test_prefect_retries_transient_errors_only():
-    from cdcore.data.io import DataError
-    from cdcore.methods.landing import DivergenceError
+    from cdcore.data.errors import DataError
+    from cdcore.methods.errors import DivergenceError
     from flows.pipeline import _retry_transient
 
     class State:

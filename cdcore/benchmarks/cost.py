@@ -132,3 +132,24 @@ def cost_ratios(rows: list[dict], constraint: str, device: torch.device, n: int,
 def cpu_batch(bench: Benchmark) -> int:
     """A CPU batch that keeps the paper network's cost to seconds: 1 % of the paper's samples, at least 100."""
     return max(100, bench.scales["paper"].n_samples // 100)
+
+
+def format_cost_report(report: dict) -> str:
+    lines = ["| benchmark | n | OLLA s | unconstrained OD s | floor OD s | OLLA / unconstrained | OLLA-P / OLLA "
+             "| ULLA s | ULLA / unconstrained | ULLA-P / ULLA | landing max violation |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, q in report["ratios"].items():
+        w = {r["sampler"]: r for r in report["rows"] if r["benchmark"] == name}
+        viol = max(w["OLLA"]["violation_max"], w["ULLA"]["violation_max"])
+        lines.append(f"| {name} | {w['OLLA']['n']} | {w['OLLA']['wall_s']:.3f} | "
+                     f"{w['unconstrained overdamped']['wall_s']:.3f} | {w['floor overdamped']['wall_s']:.3f} | "
+                     f"{q['landing_over_unconstrained_od']:.2f} | {q['projection_over_landing_od']:.2f} | "
+                     f"{w['ULLA']['wall_s']:.3f} | {q['landing_over_unconstrained_ud']:.2f} | "
+                     f"{q['projection_over_landing_ud']:.2f} | {viol:.1e} |")
+        if "official_landing_over_ours_od" in q:
+            lines.append(f"|  | official H100 landing / ours: OD {q['official_landing_over_ours_od']:.1f}x, UD "
+                         f"{q['official_landing_over_ours_ud']:.1f}x; OLLA target {q['target_olla_s']} s "
+                         f"{'met' if q['olla_meets_target_s'] else 'missed'} |")
+    for name, why in report.get("failed", {}).items():
+        lines.append(f"\nFAILED {name}: {why}")
+    return "\n".join(lines)

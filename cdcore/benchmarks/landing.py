@@ -234,3 +234,43 @@ def run_benchmark(bench: Benchmark, scale: str, device: torch.device, paths: Pat
 
 def _safe_ratio(a: float, b: float) -> float:
     return a / b if b and math.isfinite(b) and b != 0 else float("nan")
+
+
+COLUMNS = ["benchmark", "sampler", "dynamics", "device", "precision", "n_samples", "jsd", "mmd", "violation_max",
+           "drop_rate", "nfe", "newton_iters", "wall_s", "peak_mem_mb"]
+
+
+def format_report(report: dict) -> str:
+    fmt = {"jsd": "{:.3f}", "mmd": "{:.4f}", "violation_max": "{:.1e}", "drop_rate": "{:.3f}", "newton_iters": "{:.1f}",
+           "wall_s": "{:.3f}", "peak_mem_mb": "{:.0f}"}
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in report["rows"]:
+        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r.get(c, "-")) for c in COLUMNS) + " |")
+    lines.append("")
+    lines.append("| benchmark | landing/unconstrained wall | projection/landing wall (OD) | (UD) | landing/projection quality "
+                 "| ULLA NFE/OLLA NFE | ULLA - OLLA quality | floor (train vs test) |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, q in report["ratios"].items():
+        lines.append(f"| {name} | {q['landing_over_unconstrained_wall']:.2f} | {q['projection_over_landing_wall']:.2f} | "
+                     f"{q['ulla_projection_over_landing_wall']:.2f} | {q['landing_quality_over_projection']:.2f} | "
+                     f"{q['ulla_nfe_over_olla']:.2f} | {q['ulla_quality_minus_olla']:+.3f} | {q['quality_floor_train_vs_test']:.3f} |")
+    lines.append("")
+    lines.append("| benchmark | forward end vs prior (OD) | (UD) | prior vs prior | MMD² forward end vs prior (OD) | (UD) "
+                 "| prior vs prior | ULLA - OLLA, 3 seeds, from the prior | from the forward end |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for name, q in report["ratios"].items():
+        if "prior_vs_prior" in q:
+            lines.append(f"| {name} | {q['olla_forward_end_vs_prior']:.3f} | {q['ulla_forward_end_vs_prior']:.3f} | "
+                         f"{q['prior_vs_prior']:.3f} | {q.get('olla_forward_end_vs_prior_mmd', float('nan')):.4f} | "
+                         f"{q.get('ulla_forward_end_vs_prior_mmd', float('nan')):.4f} | "
+                         f"{q.get('prior_vs_prior_mmd', float('nan')):.4f} | {q['ulla_minus_olla_from_prior_mean']:+.3f} | "
+                         f"{q['ulla_minus_olla_from_forward_end_mean']:+.3f} |")
+    for name, q in report["ratios"].items():
+        for key in sorted(k for k in q if "_minus_fp32" in k):  # --precision: the same models, network at bf16/tf32
+            wall = key.replace("_quality_", "_wall_").replace("_minus_", "_over_")
+            lines.append(f"\n{name}: {key} {q[key]:+.4f}, {wall} {q[wall]:.2f}")
+    for name, why in report["skipped"].items():
+        lines.append(f"\nskipped {name}: {why}")
+    for name, why in report.get("failed", {}).items():
+        lines.append(f"\nFAILED {name}: {why}")
+    return "\n".join(lines)

@@ -60,7 +60,7 @@ from cdcore.methods.namm.fit import fit_namm
 from cdcore.methods.namm.evaluate import distances
 from cdcore.methods.namm.fit import finetune_f
 from cdcore.constraints.images import CountConstraint
-from cdcore.data.namm import ProblemData, make_problem, simulate_count_images
+from cdcore.data.images import ProblemData, make_problem, simulate_count_images
 from cdcore.constraints.images import CountingCNN, nchw_to_flat
 from cdcore.profiling import measure, resolve_device
 from cdcore.config.namm import (PROBLEMS, SCALES, MdmCfg, NammCfg, ScaleCfg, finetune_settings, fit_overrides,

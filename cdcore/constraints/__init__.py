@@ -7,7 +7,7 @@ from cdcore.constraints.base import (
     Projection,
     batched_jacobian,
 )
-from cdcore.constraints.library import available, make
+from cdcore.constraints.library import available, from_record, make
 from cdcore.constraints.sphere import Sphere
 
 from cdcore.constraints.son import SpecialOrthogonal
@@ -42,6 +42,7 @@ __all__ = [
     "BrightnessConstraint",
     "CountConstraint",
     "available",
+    "from_record",
     "make",
     "batched_jacobian",
 ]

@@ -2,7 +2,7 @@
 
 Each set's equality residual ``h(x)`` is the vector whose scaled L1 norm is the paper's constraint distance:
 ``distance(x) = l1_scale · ‖h(x)‖₁`` reproduces ℓ_constr exactly. Their data generators live in
-:mod:`cdcore.data.namm`.
+:mod:`cdcore.data.images`.
 """
 
 from __future__ import annotations

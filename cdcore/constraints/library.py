@@ -7,7 +7,7 @@ registry needs no import side effects and ``make("burgers")`` works from a fresh
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Mapping
 
 from cdcore.constraints.base import Constraint
 
@@ -45,3 +45,9 @@ def make(name: str, **kwargs: Any) -> Constraint:
     except KeyError:
         raise KeyError(f"unknown constraint {name!r}; available: {', '.join(available())}") from None
     return getattr(importlib.import_module(module), attr)(**{**defaults, **kwargs})
+
+
+def from_record(attrs: Mapping[str, Any]) -> Constraint:
+    """The constraint a data file or model recorded: its library name and constructor arguments (files written
+    before the arguments were recorded have none)."""
+    return make(attrs["constraint"], **dict(attrs.get("constraint_kwargs") or {}))

@@ -19,6 +19,7 @@ import gzip
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -94,6 +95,18 @@ def load_digits_split(cfg: DigitsCfg | None = None) -> DigitsSplit:
     tr_i, te_i, bi_i = rng.permutation(tr_i), rng.permutation(te_i), rng.permutation(bi_i)
     return DigitsSplit(x[tr_i], y[tr_i], x[te_i], y[te_i], x[bi_i], y[bi_i],
                        tuple(cfg.minority), cfg.rho, cfg.seed)
+
+
+def biased_splits(cfg: DigitsCfg, exclude: Sequence[int] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                                        np.ndarray]:
+    """The pipeline's three splits (train: the biased set q without the ``exclude`` classes; val: the balanced
+    real digits the evaluation classifier learns from; test: balanced held-out), their labels and the training
+    set's class counts."""
+    split = load_digits_split(cfg)
+    keep = ~np.isin(split.y_biased, list(exclude))
+    splits = {"train": split.x_biased[keep], "val": split.x_train, "test": split.x_test}
+    labels = {"train": split.y_biased[keep], "val": split.y_train, "test": split.y_test}
+    return splits, labels, np.bincount(labels["train"], minlength=NUM_CLASSES)
 
 
 # ----- MNIST IDX ----------------------------------------------------------------

@@ -30,18 +30,27 @@ Public API::
     evaluate_digits(samples, classifier, test, train, minority=(4, 5, 7), ...) -> dict
     frechet_distance(a, b) -> float
     bbse_correct(outcome_freq, confusion_ext) -> np.ndarray
+    evaluation_rows(...) / finetune_rows(...)   # the rows of the pipeline's evaluate and finetune stages
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from scipy import linalg
 from scipy.optimize import nnls
 from torch import Tensor, nn
+
+from cdcore.data.digits import NUM_CLASSES
+from cdcore.methods.dual.ascent import predicted_shares
+
+if TYPE_CHECKING:
+    from cdcore.methods.dual.train import DualOutcome
+
+SHARE_TOL = 0.03     # issue #5: each minority class within 0.03 of uniform
 
 
 class DigitNet(nn.Module):
@@ -254,3 +263,70 @@ def evaluate_digits(samples: np.ndarray | Tensor, classifier: EvalClassifier,
                 "near_copy_frac_minority": float(copy[mino].mean()) if mino.any() else float("nan"),
                 "near_copy_real_frac": float((r1 < copy_factor * ref).mean())})
     return res
+
+
+# ----- the pipeline's rows ------------------------------------------------------------------------------------
+def report_classes(minority: Sequence[int], exclude: Sequence[int]) -> list[int]:
+    """The classes whose shares the report shows: the constrained ones, else the excluded ones."""
+    return list(minority or exclude or [4, 5, 7])
+
+
+def training_history(outcome: "DualOutcome", class_shares: np.ndarray, minority: Sequence[int]) -> dict[str, Any]:
+    """λ, the losses and, per dual step, the class shares the λ-mixture predicts (Theorem 1)."""
+    def pred(lam: np.ndarray) -> list[float]:
+        if not len(minority):
+            return class_shares.tolist()
+        return predicted_shares(class_shares, list(minority), np.asarray(lam)).tolist()
+
+    return {"lambdas": outcome.lambdas.tolist(), "constraint_losses": outcome.constraint_losses.tolist(),
+            "objective": outcome.objective.tolist(), "constraint_names": outcome.constraint_names,
+            "predicted_shares": [pred(lam) for lam in outcome.lambdas]}
+
+
+def evaluation_rows(dataset: str, groups: Mapping[str, Mapping[str, Any]], clf: EvalClassifier,
+                    splits: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], minority: Sequence[int],
+                    shown: Sequence[int], seed: int) -> tuple[list[dict[str, Any]], dict[str, dict]]:
+    """A row per sampler (Fréchet distance with its floor, corrected class shares, whether every minority is
+    within :data:`SHARE_TOL` of uniform), and each sampler's full :func:`evaluate_digits` dict."""
+    rows, evs = [], {}
+    for sampler, grp in groups.items():
+        ev = evaluate_digits(grp["x"], clf, (splits["test"], labels["test"]), splits["train"], minority=shown,
+                             seed=seed)
+        corr = np.asarray(ev["hist_corrected"])
+        evs[sampler] = ev
+        rows.append({
+            "dataset": dataset, "sampler": sampler, "method": "dual", "n_samples": int(len(grp["x"])),
+            "metric": "frechet_clf", "score": ev["fd"], "score_floor": ev["fd_floor"],
+            "score_reference": float("nan"), "score_target": float("nan"),
+            "jsd": float("nan"), "jsd_floor": float("nan"), "jsd_uniform": float("nan"),
+            "violation_max": float("nan"), "violation_mean": float("nan"), "infeasible_rate": float("nan"),
+            "drop_rate": 0.0, "nonfinite": 0, "nfe": int(grp["nfe"]), "newton_iters": 0.0,
+            "wall_s": float(grp["wall_s"]), "peak_mem_mb": float(grp["peak_mem_mb"]), "device": grp["device"],
+            "classifier_accuracy": ev["classifier_accuracy"], "kl_uniform": ev["kl_uniform_corrected"],
+            "tv_uniform": ev["tv_uniform_corrected"], "low_conf_rate": ev["frac_low_conf"],
+            "near_copy_frac": ev["near_copy_frac"], "hist_corrected": ev["hist_corrected"],
+            "hist_raw": ev["hist_raw"],
+            **{f"share/{c}": float(corr[c]) for c in shown},
+            "share_within_tol": bool(np.all(np.abs(corr[list(minority)] - 1 / NUM_CLASSES) <= SHARE_TOL))
+            if minority else None})
+    return rows, evs
+
+
+def finetune_rows(name: str, evals: Mapping[str, Mapping[str, Any]],
+                  outcomes: Mapping[str, "DualOutcome"]) -> tuple[list[dict[str, Any]], dict[str, bool]]:
+    """A row per variant (teacher, unconstrained, constrained) with its final λ and threshold, and the checks
+    the experiment makes: the constraint keeps more old digits and a lower Fréchet distance."""
+    rows = []
+    for v, ev in evals.items():
+        o: Optional["DualOutcome"] = outcomes.get(v)
+        lam = float(o.final_lambdas[0]) if o is not None and o.lambdas.size else 0.0
+        rows.append({"finetune": name, "variant": v, **{k: x for k, x in ev.items() if k != "detail"},
+                     "lambda_final": lam,
+                     "threshold": float(o.thresholds[0, 0]) if o is not None and v == "constrained" else None,
+                     "train_wall_s": float(o.wall_s) if o is not None else 0.0})
+    by = {r["variant"]: r for r in rows}
+    checks = {
+        "constrained_keeps_more_old_digits": bool(by["constrained"]["share_old"] > by["unconstrained"]["share_old"]),
+        "constrained_fd_lower": bool(by["constrained"]["fd"] < by["unconstrained"]["fd"]),
+    }
+    return rows, checks

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cdcore.data.namm import ProblemData
+from cdcore.data.images import ProblemData
 
 PROBLEMS = ("burgers", "kolmogorov")
 

@@ -1,4 +1,4 @@
-"""The five NAMM constraint benchmarks (Feng, Baptista & Bouman, ICLR 2025): data and constraint distances.
+"""The NAMM constraint benchmarks' image data (Feng, Baptista & Bouman, ICLR 2025): generators of the five problems.
 
 Every benchmark has
 - a generator ``make_<name>(n, size="ci"|"paper", seed)`` returning a :class:`ProblemData` with float32
