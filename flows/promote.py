@@ -60,7 +60,9 @@ def _git(root: Path, *args: str) -> Optional[str]:
 def _params_raw(params_path: Path) -> Optional[dict]:
     if not params_path.is_file():
         return None
-    raw = yaml.safe_load(params_path.read_text())
+    from cdcore.config.common import read_yaml
+
+    raw = read_yaml(params_path)
     if not isinstance(raw, dict):
         return None
     raw = dict(raw)

@@ -8,7 +8,6 @@ fine-tuning flow starts from it (``unwrap_python_model().model``).
 from __future__ import annotations
 
 import mlflow
-import numpy as np
 
 
 class DualSampler(mlflow.pyfunc.PythonModel):
@@ -23,10 +22,9 @@ class DualSampler(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from cdcore.methods.dual import sample_ddpm
 
-        spec = model_input.to_dict(orient="records")[0] if hasattr(model_input, "to_dict") else dict(model_input)
-        n, seed = int(np.ravel(spec.get("n", 1))[0]), int(np.ravel(spec.get("seed", 0))[0])
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        from flows.samplers import request
+
+        n, seed = request(model_input)
         return sample_ddpm(self.model, n, seed=seed, device=self.device, cfg=self.cfg.sampler).numpy()
 
 

@@ -9,7 +9,6 @@ violation and drop count are kept on the object as ``last_report``.
 from __future__ import annotations
 
 import mlflow
-import numpy as np
 
 
 class LandingSampler(mlflow.pyfunc.PythonModel):
@@ -28,14 +27,9 @@ class LandingSampler(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from cdcore.methods.landing import sample_landing
 
-        if hasattr(model_input, "to_dict"):
-            rows = model_input.to_dict(orient="records")
-            spec = rows[0] if rows else {}
-        else:
-            spec = dict(model_input)
-        n, seed = int(np.ravel(spec.get("n", 1))[0]), int(np.ravel(spec.get("seed", 0))[0])
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        from flows.samplers import request
+
+        n, seed = request(model_input)
         res = sample_landing(self.model, self.constraint, self.schedule, self.dyn_cfg, n, seed=seed, device=self.device)
         x = res.x[~res.dropped]
         viol = self.constraint.violation(x.double()) if len(x) else x.new_zeros(0)

@@ -8,7 +8,6 @@ constraint distances (mean, max) are kept on the object as ``last_report``.
 from __future__ import annotations
 
 import mlflow
-import numpy as np
 
 
 class NammSampler(mlflow.pyfunc.PythonModel):
@@ -25,10 +24,9 @@ class NammSampler(mlflow.pyfunc.PythonModel):
         from cdcore.methods.namm.evaluate import distances
         from cdcore.methods.namm.io import draw
 
-        spec = model_input.to_dict(orient="records")[0] if hasattr(model_input, "to_dict") else dict(model_input)
-        n, seed = int(np.ravel(spec.get("n", 1))[0]), int(np.ravel(spec.get("seed", 0))[0])
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        from flows.samplers import request
+
+        n, seed = request(model_input)
         x = draw(self.bundle, n, seed)
         d = distances(self.bundle["constraint"], x)
         self.last_report = {"constraint_mean": float(d.mean()), "constraint_max": float(d.max())}
