@@ -38,18 +38,42 @@ def _fail(msg: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _guarded(fn: Callable[[], object]) -> object:
-    from cdcore.checkpoint import CheckpointError
-    from cdcore.config import ConfigError
-    from cdcore.data.errors import DataError
-    from cdcore.methods.errors import DivergenceError
+def _guarded(fn: Callable[[], object], also: tuple = ()) -> object:
+    """Run ``fn``; a failure the user must fix (flows/failures.py, or one of ``also``) is one line and exit 2."""
+    from flows.failures import message
 
     try:
         return fn()
-    except (ConfigError, DataError, DivergenceError, CheckpointError) as e:
-        _fail(str(e))
-    except KeyError as e:
-        _fail(str(e.args[0]) if e.args else repr(e))
+    except Exception as e:
+        text = str(e) if isinstance(e, also) else message(e)
+        if text is None:
+            raise
+        _fail(text)
+
+
+class _OneLine(logging.Filter):
+    """Prefect logs a failed task's or flow's traceback; for a failure the user must fix, the one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.failures import message
+
+        if record.exc_info and record.exc_info[1] is not None and message(record.exc_info[1]) is not None:
+            record.exc_info, record.exc_text = None, None
+            record.msg, record.args = str(record.getMessage()).splitlines()[0], ()
+        return True
+
+
+def _on_sigterm() -> None:
+    """SIGTERM ends the process as Ctrl-C does: open MLflow runs are closed (not left RUNNING) and locks released."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (e.g. called from a test's worker): leave the default
+        pass
 
 
 def _setup_logging() -> None:
@@ -150,7 +174,8 @@ def finetune(params: str = ParamsOpt,
              name: Optional[List[str]] = typer.Option(None, "--name", help="experiment under `finetune:` (repeatable; default: all)"),
              root: str = RootOpt) -> None:
     """Fine-tune registered pretrained models on their new class, plainly and under the distillation constraint."""
-    from flows.stages.finetune import format_rows, run_finetune
+    from cdcore.report.summary import format_finetune_rows
+    from flows.stages.finetune import run_finetune
 
     _setup_logging()
 
@@ -162,7 +187,7 @@ def finetune(params: str = ParamsOpt,
             if n not in p.finetune:
                 raise ConfigError(f"no fine-tuning experiment {n!r} in {params}; defined: {', '.join(p.finetune) or 'none'}")
             rep = run_finetune(p, n, Path(root))
-            typer.echo(f"\n{n} (from {rep['source']}):\n{format_rows(rep['rows'])}\nchecks: {rep['checks']}")
+            typer.echo(f"\n{n} (from {rep['source']}):\n{format_finetune_rows(rep['rows'])}\nchecks: {rep['checks']}")
 
     _guarded(go)
 
@@ -186,15 +211,38 @@ BENCH_SUITES = ("landing", "dual", "namm", "cost")
 EXPERIMENTS = {"dual": ("fairness", "finetune"), "namm": ("prior", "inverse")}
 
 
-def _known(names: Optional[List[str]], available, what: str) -> None:
-    for name in names or []:
-        if name not in available:
-            _fail(f"unknown {what} {name!r}; available: {', '.join(available)}")
+def _suite_spec(method: str, experiment: str) -> tuple[tuple, list, str, str, Callable[[dict], str]]:
+    """One suite's (scales, names ``--only`` may give, what a name is, the JSON it writes, its table)."""
+    from cdcore import benchmarks
 
+    landing_names = list(benchmarks.BENCHMARKS)
+    if method == "landing":
+        from cdcore.benchmarks.landing import format_report
 
-def _scale(scale: str, scales, suite: str) -> None:
-    if scale not in scales:
-        _fail(f"--scale must be one of {', '.join(scales)} for {suite}, got {scale!r}")
+        return ("ci", "paper"), landing_names, "benchmark", "landing.json", format_report
+    if method == "cost":
+        from cdcore.benchmarks.cost import format_cost_report
+
+        return ("ci", "paper"), landing_names, "benchmark", "cost.json", format_cost_report
+    if (method, experiment) == ("namm", "prior"):
+        from cdcore.benchmarks.namm import format_report
+        from cdcore.config.namm import PROBLEMS, SCALES
+
+        return tuple(SCALES), list(PROBLEMS), "NAMM problem", "namm.json", format_report
+    if method == "namm":
+        from cdcore.config.namm import DPS_SCALES
+        from cdcore.report.inverse import format_dps_report
+
+        return tuple(DPS_SCALES), [], "", "namm_dps.json", format_dps_report
+    if experiment == "fairness":
+        from cdcore.benchmarks.dual import format_dual_report
+        from cdcore.config.dual import SCALES, VARIANTS
+
+        return tuple(SCALES), list(VARIANTS), "dual variant", "dual.json", format_dual_report
+    from cdcore.benchmarks.dual_finetune import format_finetune_report
+    from cdcore.config.dual import FT_SCALES
+
+    return tuple(FT_SCALES), [], "", "dual_finetune.json", format_finetune_report
 
 
 def _device(device: str, precision: str = "fp32") -> None:
@@ -202,27 +250,14 @@ def _device(device: str, precision: str = "fp32") -> None:
 
     if precision not in ("fp32", "tf32", "bf16"):
         _fail(f"--precision must be fp32, tf32 or bf16, got {precision!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        _fail(f"--device must be cpu, cuda or auto, got {device!r}")
     try:
         dev = resolve_device(device)
     except RuntimeError as e:   # --device cuda without a GPU
         _fail(str(e))
     if precision == "tf32" and dev.type != "cuda":
         _fail(f"--precision tf32 is a CUDA tensor-core mode; on {dev.type} use fp32 or bf16")
-
-
-def _suite(run: Callable[[], dict], fmt: Callable[[dict], str], wrote: str, failed: bool = False,
-           catch: tuple = ()) -> None:
-    """Run a suite, print its table and what it wrote; failed benchmarks (their rows are missing) exit 2."""
-    t0 = time.perf_counter()
-    try:
-        report = _guarded(run)
-    except catch as e:
-        _fail(str(e))
-    typer.echo("\n" + fmt(report))
-    typer.echo(f"\nwrote {wrote} in {time.perf_counter() - t0:.0f}s")
-    if failed and report.get("failed"):
-        _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])} (their errors are above "
-              "and in the JSON's 'failed'; the other rows were written)")
 
 
 @app.command()
@@ -252,78 +287,38 @@ def bench(
     from flows import bench as b
     from flows.layout import Layout
 
-    if method in EXPERIMENTS and experiment not in ("all", *EXPERIMENTS[method]):
-        _fail(f"--experiment for {method} must be {', '.join(EXPERIMENTS[method])} or all, got {experiment!r}")
     if method not in BENCH_SUITES:
         _fail(f"unknown benchmark suite {method!r}; available: {', '.join(BENCH_SUITES)}")
-    lay, here = Layout(Path(root)), Path(root)
-    if method in ("namm", "dual") and experiment in ("all", EXPERIMENTS[method][0]):
-        (_bench_namm if method == "namm" else _bench_dual)(b, lay, scale, device, only, use_flow, threads)
-    if method in ("namm", "dual") and experiment in ("all", EXPERIMENTS[method][1]):
-        (_bench_namm_inverse if method == "namm" else _bench_finetune)(b, lay, scale, device, threads)
-    if method == "cost":
-        from cdcore import benchmarks
-        from cdcore.benchmarks.cost import format_cost_report
-
-        _device(device, precision)
-        _known(only, list(benchmarks.BENCHMARKS), "benchmark")
-        _suite(lambda: b.run_cost_all(device, precision, only, here, n=n), format_cost_report,
-               str(lay.bench("cost.json")), failed=True, catch=(ValueError, RuntimeError))
-    if method == "landing":
-        from cdcore import benchmarks
-        from cdcore.benchmarks.landing import format_report
-
-        if scale not in ("ci", "paper"):
-            _fail(f"--scale must be ci or paper, got {scale!r}")
-        _device(device, precision)
-        _known(only, list(benchmarks.BENCHMARKS), "benchmark")
-        run = (lambda: b.bench_flow(scale=scale, device=device, only=only, root=root, precision=precision)) \
-            if use_flow else (lambda: b.run_all(scale, device, only, here, precision=precision))
-        _suite(run, format_report, str(lay.bench("landing.json")), failed=True)
-
-
-def _bench_namm(b, lay, scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads) -> None:
-    from cdcore.benchmarks.namm import format_report
-    from cdcore.config.namm import PROBLEMS, SCALES
-
-    _scale(scale, SCALES, "namm")
-    _known(only, PROBLEMS, "NAMM problem")
-    if device not in ("auto", "cpu", "cuda"):
-        _fail(f"--device must be cpu, cuda or auto, got {device!r}")
-    _device(device)
-    _suite(lambda: b.run_namm(scale, device, only, lay.root, log=lambda s: typer.echo(s, err=True)), format_report,
-           f"{lay.bench('namm.json')} and namm_constraint_hist.png")
-
-
-def _bench_namm_inverse(b, lay, scale: str, device: str, threads) -> None:
-    from cdcore.config.namm import DPS_SCALES
-    from cdcore.report.inverse import format_dps_report
-
-    _scale(scale, DPS_SCALES, "the inverse problems")
-    _suite(lambda: b.run_namm_inverse(scale, device, lay.root, log=lambda s: typer.echo(s, err=True)),
-           format_dps_report, f"{lay.bench('namm_dps.json')} and namm_dps.png")
-
-
-def _bench_dual(b, lay, scale: str, device: str, only: Optional[List[str]], use_flow: bool, threads) -> None:
-    from cdcore.benchmarks.dual import format_dual_report
-    from cdcore.config.dual import SCALES, VARIANTS
-
-    _scale(scale, SCALES, "dual")
-    if use_flow:
+    if method in EXPERIMENTS and experiment not in ("all", *EXPERIMENTS[method]):
+        _fail(f"--experiment for {method} must be {', '.join(EXPERIMENTS[method])} or all, got {experiment!r}")
+    if use_flow and method != "landing":
         _fail("--flow is only available for the landing suite")
-    _known(only, VARIANTS, "dual variant")
-    _device(device)
-    _suite(lambda: b.run_dual(scale, device, lay.root, variants=only or None, threads=threads), format_dual_report,
-           f"{lay.bench('dual.json')} and {lay.bench('dual_shares.png')}")
-
-
-def _bench_finetune(b, lay, scale: str, device: str, threads) -> None:
-    from cdcore.benchmarks.dual_finetune import format_finetune_report
-    from cdcore.config.dual import FT_SCALES
-
-    _scale(scale, FT_SCALES, "the fine-tuning experiment")
-    _suite(lambda: b.run_dual_finetune(scale, device, lay.root, threads=threads), format_finetune_report,
-           f"{lay.bench('dual_finetune.json')} and {lay.bench('dual_finetune.png')}")
+    lay, log = Layout(Path(root)), (lambda line: typer.echo(line, err=True))
+    runs = {("landing", "all"): lambda: (b.bench_flow(scale=scale, device=device, only=only, root=root,
+                                                       precision=precision) if use_flow else
+                                         b.run_all(scale, device, only, lay.root, precision=precision)),
+            ("cost", "all"): lambda: b.run_cost_all(device, precision, only, lay.root, n=n),
+            ("namm", "prior"): lambda: b.run_namm(scale, device, only, lay.root, log=log),
+            ("namm", "inverse"): lambda: b.run_namm_inverse(scale, device, lay.root, log=log),
+            ("dual", "fairness"): lambda: b.run_dual(scale, device, lay.root, variants=only or None, threads=threads),
+            ("dual", "finetune"): lambda: b.run_dual_finetune(scale, device, lay.root, threads=threads)}
+    chosen = [(m, e) for m, e in runs if m == method and experiment in ("all", e)]
+    for m, e in chosen:   # every choice is checked before the first suite starts
+        scales, names, what, _, _ = _suite_spec(m, e)
+        if m != "cost" and scale not in scales:
+            _fail(f"--scale must be one of {', '.join(scales)} for {m}, got {scale!r}")
+        for name in (only or []) if what else []:
+            if name not in names:
+                _fail(f"unknown {what} {name!r}; available: {', '.join(names)}")
+    _device(device, precision)
+    for m, e in chosen:
+        out, fmt = _suite_spec(m, e)[3:]
+        t0 = time.perf_counter()
+        report = _guarded(runs[(m, e)], also=(ValueError, RuntimeError) if m == "cost" else ())
+        typer.echo("\n" + fmt(report) + f"\n\nwrote {lay.bench(out)} and its figure in {time.perf_counter() - t0:.0f}s")
+        if report.get("failed") and m in ("landing", "cost"):
+            _fail(f"{len(report['failed'])} benchmark(s) failed: {', '.join(report['failed'])} (their errors are "
+                  "above and in the JSON's 'failed'; the other rows were written)")
 
 
 @app.command()
@@ -360,6 +355,9 @@ def sweep(
 
 
 def main() -> None:
+    _on_sigterm()
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(_OneLine())
     app()
 
 

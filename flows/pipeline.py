@@ -10,30 +10,24 @@ from __future__ import annotations
 import json
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
 
-from cdcore.checkpoint import CheckpointError
-from cdcore.config import ConfigError, Params, load_params, parse_params
-from cdcore.data.errors import DataError
-from cdcore.methods.errors import DivergenceError
+from cdcore.config import Params, load_params, parse_params
 from flows import stages, tracking
+from flows.failures import deterministic
 from flows.lock import dataset_lock
-from flows.stages.finetune import format_rows, run_finetune
-
-DETERMINISTIC = (ConfigError, DataError, DivergenceError, CheckpointError, ValueError, KeyError)
-
+from cdcore.report.summary import format_finetune_rows
+from flows.stages.finetune import run_finetune
 
 def _retry_transient(task_, task_run, state) -> bool:
-    """Retry only errors that may pass (I/O, a busy database), never a deterministic failure."""
+    """Retry only errors that may pass (I/O, a busy database), never a deterministic failure (flows/failures.py)."""
     try:
         state.result()
-    except DETERMINISTIC:
-        return False
-    except Exception:
-        return True
+    except Exception as e:
+        return not deterministic(e)
     return False
 
 
@@ -45,61 +39,38 @@ _FINGERPRINT = {"data": stages.fp_data, "mirror": stages.fp_mirror, "train": sta
 def _cache_key(ctx: TaskRunContext, args: dict[str, Any]) -> Optional[str]:
     """Cache on the stage's inputs (params + upstream file hashes), and only while its output exists."""
     stage = ctx.task.name.split("-")[0]
-    params = parse_params(args["params_raw"])
     root, name = Path(args["root"]), args["name"]
-    out = getattr(stages.Layout(root), _OUTPUT[stage])(name)
-    if not out.exists():
+    if not getattr(stages.Layout(root), _OUTPUT[stage])(name).exists():
         return None
     try:
-        return f"{stage}-{name}-{_FINGERPRINT[stage](params, name, root)}"
+        return f"{stage}-{name}-{_FINGERPRINT[stage](parse_params(args['params_raw']), name, root)}"
     except FileNotFoundError:
         return None
 
 
-def _task(stage: str):
-    return task(name=f"{stage}-stage", cache_key_fn=_cache_key, persist_result=True, retries=2,
-                retry_delay_seconds=2, retry_condition_fn=_retry_transient)
+def _task(stage: str, run: Callable[..., Any]):
+    """The Prefect task of one stage: the stage function on parsed params; the file stages cached on their inputs.
+
+    ``upstream`` only orders the tasks (it is the previous stage's result)."""
+    def body(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: Any = None) -> Any:
+        kwargs = {}
+        if stage == "train":
+            logger = get_run_logger()
+            kwargs["on_progress"] = lambda step, row: logger.info(
+                "train[%s] step %d: loss %.3f%s (%.0fs)", name, step, row["loss"],
+                f", val {row['val_loss']:.3f}" if "val_loss" in row else "", row["elapsed_s"])
+        out = run(parse_params(params_raw), name, Path(root), parent_run_id, **kwargs)
+        return str(out) if isinstance(out, Path) else out
+
+    body.__name__ = body.__qualname__ = f"{stage}_task"
+    cached = {"cache_key_fn": _cache_key, "persist_result": True} if stage in _OUTPUT else {}
+    return task(body, name=f"{stage}-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient,
+                **cached)
 
 
-@_task("data")
-def data_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str]) -> str:
-    return str(stages.run_data(parse_params(params_raw), name, Path(root), parent_run_id))
-
-
-@_task("mirror")
-def mirror_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> str:
-    return str(stages.run_mirror(parse_params(params_raw), name, Path(root), parent_run_id))
-
-
-@_task("train")
-def train_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> str:
-    logger = get_run_logger()
-
-    def progress(step: int, row: dict) -> None:
-        extra = f", val {row['val_loss']:.3f}" if "val_loss" in row else ""
-        logger.info("train[%s] step %d: loss %.3f%s (%.0fs)", name, step, row["loss"], extra, row["elapsed_s"])
-
-    return str(stages.run_train(parse_params(params_raw), name, Path(root), parent_run_id, on_progress=progress))
-
-
-@_task("sample")
-def sample_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> str:
-    return str(stages.run_sample(parse_params(params_raw), name, Path(root), parent_run_id))
-
-
-@task(name="evaluate-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient)
-def evaluate_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: str) -> list[dict]:
-    return stages.run_evaluate(parse_params(params_raw), name, Path(root), parent_run_id)
-
-
-@task(name="register-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient)
-def register_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str], upstream: Any) -> Optional[str]:
-    return stages.run_register(parse_params(params_raw), name, Path(root), parent_run_id)
-
-
-@task(name="finetune-stage", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient)
-def finetune_task(params_raw: dict, name: str, root: str, parent_run_id: Optional[str]) -> dict:
-    return run_finetune(parse_params(params_raw), name, Path(root), parent_run_id)
+data_task, mirror_task, train_task, sample_task, evaluate_task, register_task = (
+    _task(s, getattr(stages, f"run_{s}")) for s in ("data", "mirror", "train", "sample", "evaluate", "register"))
+finetune_task = _task("finetune", run_finetune)
 
 
 @flow(name="cdcore-pipeline", log_prints=True)
@@ -153,5 +124,5 @@ def finetune_flow(params_path: str = "params.yaml", root: str = ".", names: Opti
     with tracking.pipeline_run(params.tracking.experiment, name="finetune", tags={"cdcore.method": "dual"}) as parent:
         for n in names:
             results[n] = finetune_task(raw, n, root, parent)
-            logger.info("finetune[%s]:\n%s", n, format_rows(results[n]["rows"]))
+            logger.info("finetune[%s]:\n%s", n, format_finetune_rows(results[n]["rows"]))
     return json.loads(json.dumps(results, default=float))

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
+from cdcore.config import ConfigError, parse_params
 from flows.layout import Layout
+from flows.registry import _ppath, client as _client, params_raw, record_lineage
 
 PRIMARY_METRIC = "landing.jsd"
 CONSTRAINT_METRIC = "landing.violation_max"
@@ -46,116 +45,6 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ----- lineage ------------------------------------------------------------------------
-def _git(root: Path, *args: str) -> Optional[str]:
-    try:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _params_raw(params_path: Path) -> Optional[dict]:
-    if not params_path.is_file():
-        return None
-    from cdcore.config.common import read_yaml
-
-    raw = read_yaml(params_path)
-    if not isinstance(raw, dict):
-        return None
-    raw = dict(raw)
-    raw.pop("sweep", None)  # the sweep section is not part of a model's parameters
-    from cdcore.config import parse_params
-
-    return parse_params(raw, source=str(params_path)).model_dump(mode="json")
-
-
-def dvc_lock_hashes(root: Path, dataset: Optional[str] = None) -> dict[str, str]:
-    """``{out path: md5}`` from dvc.lock, for the stages of ``dataset`` (``<stage>@<dataset>``) or all."""
-    lock = Layout(Path(root)).dvc_lock()
-    if not lock.is_file():
-        return {}
-    data = yaml.safe_load(lock.read_text()) or {}
-    out: dict[str, str] = {}
-    for stage, spec in (data.get("stages") or {}).items():
-        if dataset is not None and not stage.endswith(f"@{dataset}"):
-            continue
-        for o in (spec or {}).get("outs") or []:
-            digest = o.get("md5") or o.get("etag") or o.get("checksum")
-            if o.get("path") and digest:
-                out[o["path"]] = str(digest)
-    return out
-
-
-def lineage_tags(root: str | Path = ".", params_path: str | Path = "params.yaml",
-                 dataset: Optional[str] = None) -> dict[str, str]:
-    """Tags tying a model version to its parameters, its data version (DVC) and its code (git)."""
-    root = Path(root).resolve()
-    ppath = Path(params_path) if Path(params_path).is_absolute() else root / params_path
-    tags: dict[str, str] = {}
-    raw = _params_raw(ppath)
-    if raw is not None:
-        if dataset is not None and dataset in raw.get("datasets", {}):
-            raw = {**raw, "datasets": {dataset: raw["datasets"][dataset]}}
-        text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
-        tags["cdcore.params"] = text
-        tags["cdcore.params_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    lock = Layout(root).dvc_lock()
-    if lock.is_file():
-        tags["dvc.lock_sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest()
-        for path, digest in sorted(dvc_lock_hashes(root, dataset).items()):
-            tags[f"dvc.out.{path}"] = digest
-        if dataset is not None and f"data/{dataset}.h5" in dvc_lock_hashes(root, dataset):
-            tags["dvc.data_md5"] = dvc_lock_hashes(root, dataset)[f"data/{dataset}.h5"]
-    else:
-        tags["dvc.lock"] = "absent"
-        data = Layout(root).data(dataset) if dataset else None
-        if data is not None and data.is_file():
-            tags["data.sha256"] = hashlib.sha256(data.read_bytes()).hexdigest()
-    commit = _git(root, "rev-parse", "HEAD")
-    tags["git.commit"] = commit or "unknown"
-    if commit:
-        status = _git(root, "status", "--porcelain", "--untracked-files=no")
-        tags["git.dirty"] = "true" if status else "false"
-    return tags
-
-
-def _client(tracking_uri: Optional[str] = None):
-    import os
-
-    import flows  # noqa: F401  (offline-safe defaults)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns.db"))
-
-
-def _dataset_of(client, mv) -> Optional[str]:
-    if "cdcore.dataset" in mv.tags:
-        return mv.tags["cdcore.dataset"]
-    if mv.run_id:
-        try:
-            return client.get_run(mv.run_id).data.tags.get("cdcore.dataset")
-        except Exception:
-            return None
-    return None
-
-
-def record_lineage(name: str, version: str, root: str | Path = ".", params_path: str | Path = "params.yaml",
-                   dataset: Optional[str] = None, tracking_uri: Optional[str] = None, client=None) -> dict[str, str]:
-    """Tag one registered version with :func:`lineage_tags` (call it right after registering)."""
-    client = client or _client(tracking_uri)
-    mv = client.get_model_version(name, str(version))
-    dataset = dataset or _dataset_of(client, mv)
-    tags = lineage_tags(root, params_path, dataset)
-    if dataset:
-        tags["cdcore.dataset"] = dataset
-    for k, v in tags.items():
-        client.set_model_version_tag(name, str(version), k, v)
-    if "dvc.lock" not in tags and mv.tags.get("dvc.lock") == "absent":
-        client.delete_model_version_tag(name, str(version), "dvc.lock")  # superseded by the dvc.* hashes
-    return tags
 
 
 def _lineage_incomplete(mv, root: Path) -> bool:
@@ -203,9 +92,8 @@ def _alias_version(client, name: str, alias: str):
 
 
 def _default_tol(root: Path, params_path: str | Path) -> float:
-    ppath = Path(params_path) if Path(params_path).is_absolute() else root / params_path
     try:
-        raw = _params_raw(ppath)
+        raw = params_raw(_ppath(root, params_path))
     except Exception:
         raw = None
     return float(raw["evaluate"]["feasibility_tol"]) if raw else DEFAULT_TOL
@@ -236,12 +124,12 @@ def promote(name: str, version: Optional[str] = None, *, from_alias: str = "cand
         raise ValueError(f"registered model {name!r} version {version}: {e.message}") from None
     version = str(mv.version)
     if lineage and _lineage_incomplete(mv, root):  # tagged at registration, completed once committed
-        record_lineage(name, version, root, params_path, client=client)
+        record_lineage(name, version, root, params_path, cl=client)
         mv = client.get_model_version(name, version)
     champ = _alias_version(client, name, alias)
     if champ is not None and lineage and _lineage_incomplete(champ, root) and str(champ.version) != version:
         try:
-            record_lineage(name, str(champ.version), root, params_path, client=client)
+            record_lineage(name, str(champ.version), root, params_path, cl=client)
         except Exception:  # older versions may point at runs that are gone: lineage is best effort there
             pass
 
@@ -307,18 +195,12 @@ def _record(client, d: Decision, mv, alias: str) -> None:
 def promote_dataset(dataset: str, params_path: str | Path = "params.yaml", root: str | Path = ".",
                     **kwargs: Any) -> Decision:
     """Promote the candidate of one data set: the model name comes from params.yaml (``tracking.model_name``)."""
-    from cdcore.config import parse_params
-
     root = Path(root).resolve()
-    ppath = Path(params_path) if Path(params_path).is_absolute() else root / params_path
-    raw = _params_raw(ppath)
+    ppath = _ppath(root, params_path)
+    raw = params_raw(ppath)
     if raw is None:
-        from cdcore.config import ConfigError
-
         raise ConfigError(f"{ppath}: file not found; run from the project folder or pass --params PATH")
     if dataset not in raw["datasets"] and dataset not in raw.get("finetune", {}):
-        from cdcore.config import ConfigError
-
         raise ConfigError(f"no data set {dataset!r} in {ppath}; defined: {', '.join(raw['datasets'])}")
     if kwargs.get("from_alias") is None:
         kwargs["from_alias"] = raw["tracking"]["alias"]

@@ -195,11 +195,6 @@ def sweep_point(raw: dict, method: str, dataset: str, seed: int, point_root: str
         stages.run_sample(params, dataset, root, run_id)
         rows = stages.run_evaluate(params, dataset, root, run_id)
         version = stages.run_register(params, dataset, root, run_id) if params.tracking.register_model else None
-        if version:
-            from flows.promote import record_lineage
-
-            record_lineage(params.registered_name(dataset), version, root,
-                           "params.yaml", dataset)
         stages.run_report(params, root, [dataset])
         if run is not None:
             tracking.log_metrics({f"{r['sampler']}.{k}": v for r in rows for k, v in r.items()

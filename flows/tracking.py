@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 SAMPLERS = Path(__file__).with_name("samplers")
-SAMPLER_CODE = SAMPLERS / "landing.py"
 
 
 def sampler_code(method: str) -> Path:
@@ -124,46 +123,3 @@ def log_bench_run(stage: str, name: str, metrics: dict[str, Any], parent_run_id:
 
 def log_artifact(path: str | Path, artifact_path: Optional[str] = None) -> None:
     _mlflow().log_artifact(str(path), artifact_path=artifact_path)
-
-
-def register_sampler(weights: Path, cfg: Any, dataset: str, metrics: dict[str, float],
-                     parent_run_id: Optional[str] = None, *, name: str, code: Path = SAMPLER_CODE,
-                     output_shape: Optional[tuple[int, ...]] = None) -> Optional[str]:
-    """Log the sampler as a pyfunc (code + weights-only checkpoint), register it, set the alias.
-
-    The model is logged from code (``flows/samplers/<method>.py``), not pickled: loading
-    it reads tensors with ``weights_only=True`` and runs only code you can read.
-    """
-    if not enabled():
-        return None
-    import numpy as np
-    import pandas as pd
-    import torch
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
-
-    import warnings
-
-    mlflow = _mlflow()
-    warnings.filterwarnings("ignore", module=r"mlflow\..*")
-    from cdcore.checkpoint import load_checkpoint
-
-    shape = output_shape or (int(load_checkpoint(weights)["meta"]["dim"]),)
-    signature = infer_signature(pd.DataFrame({"n": [4], "seed": [0]}), np.zeros((4, *shape), dtype=np.float32))
-    with stage_run("register", dataset, parent_run_id) as run:
-        log_metrics(metrics)
-        info = mlflow.pyfunc.log_model(
-            name="sampler",
-            python_model=str(code),
-            artifacts={"weights": str(weights)},
-            signature=signature,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cdcore"],
-            registered_model_name=name,
-        )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        client.set_registered_model_alias(name, cfg.alias, version)
-        for k, v in metrics.items():
-            client.set_model_version_tag(name, version, k, f"{v:.6g}")
-        client.set_model_version_tag(name, version, "run_id", run.info.run_id)
-    return version

@@ -108,7 +108,7 @@ def test_cli_bench_dual_tiny_exits_zero_and_writes_json(tmp_path):
     (["bench", "nosuch"], "unknown benchmark suite 'nosuch'; available: landing, dual"),
     (["bench", "dual", "--scale", "huge"], "--scale must be one of tiny, ci, paper"),
     (["bench", "dual", "--only", "nosuch"], "unknown dual variant 'nosuch'; available: unconstrained, dual"),
-    (["bench", "landing", "--scale", "tiny"], "--scale must be ci or paper"),
+    (["bench", "landing", "--scale", "tiny"], "--scale must be one of ci, paper for landing"),
 ])
 def test_cli_bench_refuses_unknown_suite_scale_or_variant(argv, message, tmp_path):
     res = runner.invoke(app, argv + ["--root", str(tmp_path)])

@@ -475,7 +475,17 @@ def test_mlflow_on_postgres_and_s3_with_dvc_remote_promotes_and_serves_the_champ
         """)
         first = json.loads(sh(sys.executable, "-c", code, str(project)).strip().splitlines()[-1])
         assert first["promoted"] and first["champion_after"] == "1", first
-        sh(_tool("cdcore"), "register", "--dataset", "vmf")  # version 2, same scores
+        sh(_tool("cdcore"), "register", "--dataset", "vmf")  # unchanged weights: keeps version 1 (issue 28)
+        copy = textwrap.dedent("""
+            from mlflow.tracking import MlflowClient
+            c = MlflowClient()
+            assert len(c.search_model_versions("name = 'tiny-landing-vmf'")) == 1
+            v1 = c.get_model_version("tiny-landing-vmf", "1")
+            tags = {k: v for k, v in v1.tags.items() if not k.startswith("promotion.")}
+            v2 = c.create_model_version("tiny-landing-vmf", v1.source, v1.run_id, tags=tags)  # same scores
+            c.set_registered_model_alias("tiny-landing-vmf", "candidate", v2.version)
+        """)
+        sh(sys.executable, "-c", copy)
         second = json.loads(sh(sys.executable, "-c", code, str(project)).strip().splitlines()[-1])
         assert not second["promoted"] and second["candidate"] == "2" and "does not beat" in second["reason"]
 
@@ -486,8 +496,10 @@ def test_mlflow_on_postgres_and_s3_with_dvc_remote_promotes_and_serves_the_champ
             m = mlflow.pyfunc.load_model("models:/tiny-landing-vmf@champion")
             x = m.predict(pd.DataFrame({"n": [64], "seed": [1]})).astype(np.float64)
             mv = MlflowClient().get_model_version_by_alias("tiny-landing-vmf", "champion")
+            params = json.load(open(mlflow.artifacts.download_artifacts(run_id=mv.run_id,
+                                                                        artifact_path="lineage/params.json")))
             print(json.dumps({"shape": list(x.shape), "viol": float(np.abs(np.linalg.norm(x, axis=1) - 1).max()),
-                              "version": str(mv.version), "tags": mv.tags}))
+                              "version": str(mv.version), "tags": mv.tags, "params": params}))
         """)
         got = json.loads(sh(sys.executable, "-c", load).strip().splitlines()[-1])
         assert got["shape"] == [64, 3] and got["viol"] <= 1e-5 and got["version"] == "1"
@@ -495,7 +507,7 @@ def test_mlflow_on_postgres_and_s3_with_dvc_remote_promotes_and_serves_the_champ
         data_md5 = next(o["md5"] for o in lock["stages"]["data@vmf"]["outs"] if o["path"] == "data/vmf.h5")
         tags = got["tags"]
         assert tags["dvc.data_md5"] == data_md5 and tags["git.commit"] == commit and tags["git.dirty"] == "false"
-        assert tags["promotion.outcome"] == "promoted" and json.loads(tags["cdcore.params"])["train"]["steps"] == 40
+        assert tags["promotion.outcome"] == "promoted" and got["params"]["train"]["steps"] == 40
 
         # the registry really lives in PostgreSQL
         psql = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))

@@ -219,7 +219,7 @@ def test_finetune_sources_that_cannot_serve_are_refused_with_the_fix(tmp_path, m
 
     # a registry source while tracking is off: the message says to use a local folder
     monkeypatch.setenv("CDCORE_TRACKING", "off")
-    with pytest.raises(RuntimeError, match=r"needs the MLflow registry, but tracking is off.*models/<data set>"):
+    with pytest.raises(ConfigError, match=r"needs the MLflow registry, but tracking is off.*models/<data set>"):
         load_pretrained("models:/x@candidate", tmp_path)
     monkeypatch.delenv("CDCORE_TRACKING")
     # a landing model as the pretrained one: refused, not mis-loaded

@@ -72,6 +72,8 @@ class TrackingCfg(Strict):
                             description="registered as <model_name>-<data set>; {method} is replaced by the method")
     alias: str = Field("candidate", pattern=r"^[a-z][a-z0-9_\-]*$")
     register_model: bool = True
+    max_predict_n: int = Field(1_000_000, ge=1, description="the most samples one predict call draws; a consumer "
+                               "raises it with load_model(uri, model_config={'max_n': N})")
 
 
 class SweepCfg(BaseModel):

@@ -91,6 +91,18 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def read_json(path: str | Path, remedy: str) -> Any:
+    """A JSON file this project wrote, or a :class:`DataError` naming it and ``remedy`` (missing, corrupt, not UTF-8)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; {remedy}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a valid JSON report ({type(e).__name__} at byte "
+                        f"{getattr(e, 'pos', getattr(e, 'start', '?'))}); {remedy}") from None
+
+
 def write_dataset(path: str | Path, splits: dict[str, np.ndarray], attrs: dict[str, Any],
                   labels: Optional[dict[str, np.ndarray]] = None) -> None:
     """``labels`` (optional, per split, int): class labels stored beside the points under /labels/<split>."""

@@ -16,16 +16,20 @@ class DualSampler(mlflow.pyfunc.PythonModel):
 
         from cdcore.methods.dual import load_dual
 
+        from flows.samplers import max_n
+
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.cfg, self.meta = load_dual(context.artifacts["weights"], self.device)
+        self.max_n = max_n(context)
 
     def predict(self, context, model_input, params=None):
         from cdcore.methods.dual import sample_ddpm
 
-        from flows.samplers import request
+        from flows.samplers import enough, request
 
-        n, seed = request(model_input)
-        return sample_ddpm(self.model, n, seed=seed, device=self.device, cfg=self.cfg.sampler).numpy()
+        n, seed = request(model_input, self.max_n)
+        x = sample_ddpm(self.model, n, seed=seed, device=self.device, cfg=self.cfg.sampler)
+        return enough(x[x.isfinite().all(dim=1)], n, "dual DDPM sampler").numpy()
 
 
 mlflow.models.set_model(DualSampler())

@@ -11,6 +11,8 @@ them from this path in their logged code.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -22,16 +24,19 @@ from cdcore.config import Params
 from cdcore.constraints import from_record as constraint_of
 from cdcore.data import io
 from cdcore.methods.landing.io import load_model
-from flows import tracking
+from cdcore.report.summary import format_table, summary_markdown
+from cdcore.methods.errors import DivergenceError
+from cdcore.report.summary import model_card
+from flows import registry, tracking
 from flows.cache import Stage, digest, stage
 from flows.layout import OUTPUT_FOLDERS, Layout
 from flows.stages import dual, landing, namm
-from flows.stages.finetune import format_rows
 
 __all__ = ["Layout", "clean", "constraint_of", "format_table", "fp_data", "fp_mirror", "fp_sample", "fp_train",
            "load_model", "run_data", "run_evaluate", "run_mirror", "run_register", "run_report", "run_sample",
            "run_train"]
 
+log = logging.getLogger("cdcore")
 METHODS: dict[str, ModuleType] = {"landing": landing, "namm": namm, "dual": dual}
 
 
@@ -79,31 +84,43 @@ def run_mirror(params: Params, name: str, root: Path, parent_run_id: Optional[st
     return namm.run_mirror(params, name, root, parent_run_id)
 
 
+def _registrable(name: str, method: str, rows: list[dict]) -> None:
+    """A diverged model is never registered: NaN/Inf scores (or violations, where a point has one: landing), or
+    every sample dropped."""
+    for r in rows:
+        keys = ("score", "violation_max") if method == "landing" else ("score",)
+        bad = [k for k in keys if not math.isfinite(float(r.get(k, math.nan)))]
+        if bad or r.get("drop_rate", 0.0) >= 1.0:
+            why = f"{', '.join(bad)} not finite" if bad else "every sample dropped (drop rate 1)"
+            raise DivergenceError(f"{name}: not registered: sampler {r['sampler']!r} has {why} on the test split, "
+                                  "so the model diverged; lower train.lr (or check the data), re-train and re-run")
+
+
 @stage("register", Layout.registry, track=False)
 def run_register(params: Params, st: Stage) -> Optional[str]:
-    """Register the trained sampler in MLflow with its metrics, and point the alias at it."""
-    version = None
-    model = params.registered_name(st.name)
+    """Register the trained sampler with its scores, lineage and description; the alias moves last."""
+    version, model, alias = None, params.registered_name(st.name), params.tracking.alias
     if params.tracking.register_model:
-        report = json.loads(st.layout.report(st.name).read_text())
-        metrics = {f"{r['sampler']}.{k}": r[k] for r in report["rows"]
-                   for k in ("score", "jsd", "violation_max", "drop_rate")}
-        method = params.method_for(st.name)
-        shape = None
-        if method == "namm":
-            h, w, c = load_checkpoint(st.layout.model(st.name))["meta"]["shape"]
-            shape = (c, h, w)
-        version = tracking.register_sampler(st.layout.model(st.name), params.tracking, st.name, metrics,
-                                            st.parent_run_id, name=model, code=tracking.sampler_code(method),
-                                            output_shape=shape)
-        if version is not None:
-            from flows.promote import record_lineage
-
-            # params, dvc.lock hashes and git commit on every version, so any version can be traced back
-            record_lineage(model, version, root=st.root, dataset=st.name)
-    st.write_json(st.out, {"dataset": st.name, "model": model, "version": version,
-                           "alias": params.tracking.alias if version else None,
-                           "uri": f"models:/{model}@{params.tracking.alias}" if version else None}, indent=1)
+        rows = io.read_json(st.layout.report(st.name), f"run `cdcore evaluate --dataset {st.name}` first")["rows"]
+        method, meta = params.method_for(st.name), load_checkpoint(st.layout.model(st.name))["meta"]
+        _registrable(st.name, method, rows)
+        h_w_c = meta.get("shape") if method == "namm" else None
+        shape = (h_w_c[2], h_w_c[0], h_w_c[1]) if h_w_c else (int(meta.get("dim", 64)),)
+        first = rows[0]
+        constraint = meta.get("constraint") or meta.get("problem") or ("kl_classes" if method == "dual" else "?")
+        tags = {"cdcore.method": method, "cdcore.constraint": str(constraint), "cdcore.metric": str(first["metric"]),
+                "cdcore.floor": f"{first['score_floor']:.6g}", "cdcore.score": f"{first['score']:.6g}"}
+        version, created = registry.register(
+            st.layout.model(st.name), name=model, alias=alias, dataset=st.name, code=tracking.sampler_code(method),
+            root=st.root, metrics={f"{r['sampler']}.{k}": r[k] for r in rows
+                                   for k in ("score", "jsd", "violation_max", "drop_rate")},
+            tags=tags, description=model_card(model, alias, st.name, method, str(constraint), shape, rows,
+                                              params.tracking.max_predict_n),
+            max_n=params.tracking.max_predict_n, output_shape=shape, parent_run_id=st.parent_run_id)
+        if version and not created:
+            log.info("register[%s]: unchanged model, kept version %s of %s", st.name, version, model)
+    st.write_json(st.out, {"dataset": st.name, "model": model, "version": version, "alias": alias if version else None,
+                           "uri": f"models:/{model}@{alias}" if version else None}, indent=1)
     return version
 
 
@@ -113,42 +130,16 @@ def run_report(params: Params, root: Path, names: Optional[list[str]] = None) ->
     names = names or list(params.datasets)
     rows = []
     for n in names:
-        path = lay.report(n)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; run `cdcore evaluate --dataset {n}` first")
-        rows += json.loads(path.read_text())["rows"]
-    finetune = {n: json.loads(lay.finetune_report(n).read_text()) for n, exp in params.finetune.items()
+        rows += io.read_json(lay.report(n), f"run `cdcore evaluate --dataset {n}` first")["rows"]
+    finetune = {n: io.read_json(lay.finetune_report(n), f"re-run `cdcore finetune --name {n}`")
+                for n, exp in params.finetune.items()
                 if exp.base in names and lay.finetune_report(n).exists()}
     summary = {"method": params.method, "rows": rows, "finetune": finetune}
     io.write_text_atomic(lay.summary(), json.dumps(summary, indent=1))
-    text = format_table(rows) + "\n"
-    for n, rep in finetune.items():
-        text += f"\n### fine-tuning {n} (from {rep['source']})\n\n{format_rows(rep['rows'])}\n"
-    io.write_text_atomic(lay.summary_md(), text)
+    io.write_text_atomic(lay.summary_md(), summary_markdown(rows, finetune))
     # the benchmark tables, rendered from the benches' JSON reports (reports/bench/<suite>.json)
     io.write_text_atomic(lay.bench_tables(), render_bench_tables(lay.bench("")))
     return summary
-
-
-def format_table(rows: list[dict]) -> str:
-    cols = [("dataset", "{}"), ("sampler", "{}"), ("metric", "{}"), ("score", "{:.3f}"), ("score_floor", "{:.3f}"),
-            ("score_reference", "{:.3f}"),
-            ("violation_max", "{:.1e}"), ("drop_rate", "{:.4f}"), ("nfe", "{}"), ("newton_iters", "{:.1f}"),
-            ("wall_s", "{:.2f}"), ("peak_mem_mb", "{:.0f}")]
-    head = "| " + " | ".join(c for c, _ in cols) + " | detail |"
-    sep = "|" + "|".join("---" for _ in cols) + "|---|"
-    body = ["| " + " | ".join(f.format(r[c]) for c, f in cols) + f" | {_detail(r)} |" for r in rows]
-    return "\n".join([head, sep, *body])
-
-
-def _detail(r: dict) -> str:
-    """What the method promises, per row: the feasibility of NAMM samples, the class shares of dual training."""
-    if r.get("method") == "namm":
-        return f"constraint distance mean {r['constraint_mean']:.2g} (held-out data {r['data_constraint_mean']:.2g})"
-    if r.get("method") == "dual":
-        shares = ", ".join(f"{k.split('/')[1]}: {v:.3f}" for k, v in r.items() if k.startswith("share/"))
-        return f"corrected shares {shares} (uniform 0.100)"
-    return f"target {r['score_target']:.3f}" if r.get("score_target") == r.get("score_target") else ""
 
 
 def clean(root: Path) -> None:

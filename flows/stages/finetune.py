@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cdcore.config import Params
+from cdcore.config import ConfigError, Params
 from cdcore.config.dual import finetune_scales
 from cdcore.data import io
 from cdcore.methods.dual import Denoiser, DualCfg, load_dual, save_dual
@@ -32,7 +32,8 @@ from cdcore.methods.dual.finetune import evaluate_finetune, finetune_variants
 from cdcore.methods.dual.io import digits_split_of
 from cdcore.profiling import resolve_device
 from cdcore.report.dual import finetune_comparison
-from flows import tracking
+from cdcore.report.summary import format_finetune_rows
+from flows import registry, tracking
 from flows.cache import Stage, digest, plain, stage
 from flows.layout import Layout
 
@@ -43,13 +44,19 @@ def load_pretrained(source: str, root: Path) -> tuple[Denoiser, DualCfg, dict]:
     """The pretrained ε-model: ``models:/name@alias`` through the MLflow registry, or a local model folder."""
     if source.startswith("models:/"):
         if not tracking.enabled():
-            raise RuntimeError(f"finetune source {source!r} needs the MLflow registry, but tracking is off "
-                               "(CDCORE_TRACKING=off); give a local folder such as models/<data set> instead")
+            raise ConfigError(f"finetune source {source!r} needs the MLflow registry, but tracking is off "
+                              "(CDCORE_TRACKING=off); give a local folder such as models/<data set> instead")
         import mlflow
+        from mlflow.exceptions import MlflowException
 
-        wrapper = mlflow.pyfunc.load_model(source).unwrap_python_model()
+        try:
+            wrapper = mlflow.pyfunc.load_model(source).unwrap_python_model()
+        except MlflowException as e:
+            raise ConfigError(f"finetune source {source!r} cannot be loaded from the registry "
+                              f"({e.message.splitlines()[0][:200]}); run `cdcore register` for its data set first, "
+                              "or give a local folder such as models/<data set>") from None
         if not hasattr(wrapper, "model") or not isinstance(wrapper.model, Denoiser):
-            raise ValueError(f"{source}: not a dual-trained DDPM (method dual); fine-tuning starts from one")
+            raise ConfigError(f"{source}: not a dual-trained DDPM (method dual); fine-tuning starts from one")
         meta = {k: v for k, v in wrapper.meta.items() if k != "lambdas"}
         return wrapper.model.cpu(), wrapper.cfg, {"source": source, **meta}
     path = root / source / "score.pt" if (root / source).is_dir() else root / source
@@ -75,16 +82,25 @@ def _variant_metric(row: dict) -> dict:
 
 def _register(params: Params, st: Stage, report: dict) -> dict:
     """Register the constrained model (outside the stage's run: registering opens a run of its own)."""
-    version = None
+    version, model, alias = None, params.registered_name(st.name), params.tracking.alias
     if params.tracking.register_model:
-        metrics = {f"{r['variant']}.{k}": r[k] for r in report["rows"] for k in ("fd", "share_old", "share_new")}
-        version = tracking.register_sampler(st.layout.finetune_model(st.name), params.tracking, st.name, metrics,
-                                            st.parent_run_id, name=params.registered_name(st.name),
-                                            code=tracking.sampler_code("dual"))
+        exp = params.finetune[st.name]
+        card = (f"A digits DDPM fine-tuned from `{exp.source}` on the class {exp.new_class} it never saw, under the "
+                "distillation (KL) constraint to its teacher, so that it keeps the old classes (dual.md §1.4).\n\n"
+                f"{format_finetune_rows(report['rows'])}\n\n"
+                f'`mlflow.pyfunc.load_model("models:/{model}@{alias}").predict(pd.DataFrame({{"n": [64], "seed": '
+                '[0]}))` returns an (n, 64) float32 array of 8×8 digits in [−1, 1].')
+        version, _ = registry.register(
+            st.layout.finetune_model(st.name), name=model, alias=alias, dataset=st.name, root=st.root,
+            code=tracking.sampler_code("dual"), parent_run_id=st.parent_run_id, description=card,
+            metrics={f"{r['variant']}.{k}": r[k] for r in report["rows"] for k in ("fd", "share_old", "share_new")},
+            tags={"cdcore.method": "dual", "cdcore.constraint": "kl_distillation", "cdcore.metric": "fd",
+                  "cdcore.floor": f"{report['rows'][0]['fd_floor']:.6g}"},
+            max_n=params.tracking.max_predict_n, output_shape=(64,))
     report["registered_version"] = version
-    report["uri"] = f"models:/{params.registered_name(st.name)}@{params.tracking.alias}" if version else None
+    report["uri"] = f"models:/{model}@{alias}" if version else None
     st.write_json(st.out, report, indent=1, default=float)
-    log.info("finetune[%s]: %s", st.name, format_rows(report["rows"]))
+    log.info("finetune[%s]: %s", st.name, format_finetune_rows(report["rows"]))
     return report
 
 
@@ -126,10 +142,3 @@ def run_finetune(params: Params, st: Stage) -> dict[str, Any]:
     st.log_artifact(st.out, "reports")
     st.log_artifact(st.layout.finetune_png(st.name), "plots")
     return report
-
-
-def format_rows(rows: list[dict]) -> str:
-    head = "| variant | share of old digits | share of new | FD (floor) | λ | low-confidence |\n|---|---|---|---|---|---|"
-    body = [f"| {r['variant']} | {r['share_old']:.3f} | {r['share_new']:.3f} | {r['fd']:.1f} ({r['fd_floor']:.1f}) | "
-            f"{r['lambda_final']:.3g} | {r['low_conf_rate']:.3f} |" for r in rows]
-    return "\n".join([head, *body])

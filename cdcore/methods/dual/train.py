@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from cdcore.checkpoint import load_checkpoint, save_checkpoint
 from cdcore.config.dual import DualAscentCfg, DualCfg, DualTrainCfg
 from cdcore.methods.ema import EMA
-from cdcore.methods.errors import DivergenceError
+from cdcore.methods.errors import DivergenceError, check_loss
 from cdcore.methods.dual.model import Denoiser, build_denoiser, draw_eps, draw_losses
 from cdcore.methods.dual.kl import DualData, DistillConstraint
 from cdcore.methods.dual.ascent import DualAscent, mixture_weights, predicted_shares
@@ -267,6 +267,8 @@ def train_dual(data: DualData, cfg: DualCfg, seed: int = 0, device: torch.device
             row = _progress_row(step, loop.opt, loop.obj_hist[-1], loop.loss_hist[-1], loop.b_hist[-1],
                                 loop.lam_hist[-1], loop.names, loop.classes, data.class_shares,
                                 time.perf_counter() - t0)
+            check_loss(row["loss_objective"], loop.history[0]["loss_objective"] if loop.history else None, step,
+                       "Lower dual.lr, or dual.dual_lr if λ grows without bound")
             loop.history.append(row)
             on_progress(step, row)
         if checkpoint is not None and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):

@@ -18,7 +18,7 @@ from cdcore.config import DynamicsCfg, ModelCfg, TrainCfg
 from cdcore.constraints import Constraint
 from cdcore.dynamics import DynamicsConfig, NoiseSchedule, forward_paths
 from cdcore.methods.ema import EMA
-from cdcore.methods.errors import DivergenceError
+from cdcore.methods.errors import DivergenceError, check_loss
 from cdcore.methods.landing.io import build_model, dynamics_from
 from cdcore.methods.landing.loss import full_path_loss, path_loss_terms
 from cdcore.nets import ScoreModel
@@ -146,6 +146,8 @@ def train_landing(
         validate = done % cfg.val_every == 0 or done == cfg.steps
         if done % log_every == 0 or validate:  # a validation point is never skipped for the log's cadence
             row = {"step": done, "loss": running / n_acc, "lr": opt.param_groups[0]["lr"]}
+            check_loss(row["loss"], history[0]["loss"] if history else None, done,
+                       "Lower train.lr or train.grad_clip, or check the data for outliers")
             running, n_acc = 0.0, 0
             if validate:
                 row["val_loss"] = full_path_loss(ema.module, constraint, schedule, dyn, val_paths, seed=seed)

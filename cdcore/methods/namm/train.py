@@ -17,7 +17,7 @@ from cdcore.nets.images import ICNN, ScoreUNet
 from cdcore.config.namm import MdmCfg
 from cdcore.dynamics.schedules import VPSDE, bcast
 from cdcore.methods.ema import EMA
-from cdcore.methods.errors import DivergenceError
+from cdcore.methods.errors import DivergenceError, check_loss
 
 
 @torch.no_grad()
@@ -65,8 +65,11 @@ def fit_mdm(y: Tensor, cfg: MdmCfg, seed: int = 0,
         ema.update(net, step)
         hist["step"].append(step)
         hist["loss"].append(float(loss.detach()))
-        if on_progress is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-            on_progress(step, {"loss": hist["loss"][-1]})
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            check_loss(hist["loss"][-1], hist["loss"][0], step, "Lower the score model's lr (MdmCfg.lr) or raise "
+                       "its warm-up (MdmCfg.warmup)")
+            if on_progress is not None:
+                on_progress(step, {"loss": hist["loss"][-1]})
     return ema.module.eval(), hist
 
 
