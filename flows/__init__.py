@@ -7,6 +7,8 @@ home and MLflow's store inside the project folder) unless the user set them.
 import os
 from pathlib import Path
 
+_DEFAULTED: set[str] = set()  # the keys set here, not by the user: use_root may move them
+
 
 def _defaults() -> None:
     cwd = Path.cwd()
@@ -22,7 +24,19 @@ def _defaults() -> None:
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }.items():
-        os.environ.setdefault(key, value)
+        if key not in os.environ:
+            os.environ[key] = value
+            _DEFAULTED.add(key)
+
+
+def use_root(root: str | Path) -> None:
+    """Keep a run's tracking store and Prefect home under its project folder ``--root`` (unless the user set them):
+    two runs started from one folder with different roots then share no registry and no orchestration state."""
+    root = Path(root).resolve()
+    if "PREFECT_HOME" in _DEFAULTED:
+        os.environ["PREFECT_HOME"] = str(root / ".prefect")
+    if "MLFLOW_TRACKING_URI" in _DEFAULTED:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlruns.db'}"
 
 
 _defaults()

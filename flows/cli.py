@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-import flows  # noqa: F401  (sets offline-safe environment defaults before prefect/mlflow import)
+import flows  # sets offline-safe environment defaults before prefect/mlflow import
 
 app = typer.Typer(
     add_completion=False,
@@ -88,6 +88,7 @@ def _names(params, datasets: Optional[List[str]]) -> list[str]:
 
 
 def _each(stage: str, params_path: str, datasets: Optional[List[str]], root: str) -> None:
+    flows.use_root(root)
     from cdcore.config import load_params
     from flows import stages
 
@@ -111,6 +112,7 @@ def _each(stage: str, params_path: str, datasets: Optional[List[str]], root: str
 @app.command()
 def run(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
     """Run the whole pipeline as a Prefect flow and print the results table."""
+    flows.use_root(root)
     from flows.layout import Layout
     from flows.pipeline import pipeline
     from flows.stages import format_table
@@ -162,6 +164,7 @@ for _stage, _doc in STAGE_COMMANDS.items():
 @app.command()
 def report(params: str = ParamsOpt, dataset: Optional[List[str]] = DatasetOpt, root: str = RootOpt) -> None:
     """Collect every data set's scores into reports/summary.json and print the table."""
+    flows.use_root(root)
     from cdcore.config import load_params
     from flows.stages import format_table, run_report
 
@@ -174,6 +177,7 @@ def finetune(params: str = ParamsOpt,
              name: Optional[List[str]] = typer.Option(None, "--name", help="experiment under `finetune:` (repeatable; default: all)"),
              root: str = RootOpt) -> None:
     """Fine-tune registered pretrained models on their new class, plainly and under the distillation constraint."""
+    flows.use_root(root)
     from cdcore.report.summary import format_finetune_rows
     from flows.stages.finetune import run_finetune
 
@@ -284,6 +288,7 @@ def bench(
     root: str = RootOpt,
 ) -> None:
     """Benchmark every sampler against its baselines on the same work; writes reports/bench/<method>*.json."""
+    flows.use_root(root)
     from flows import bench as b
     from flows.layout import Layout
 
@@ -334,6 +339,7 @@ def promote(
     root: str = RootOpt,
 ) -> None:
     """Move the alias `champion` to the candidate only if it is feasible and beats the current champion."""
+    flows.use_root(root)
     from flows.promote import promote_dataset
 
     d = _guarded(lambda: promote_dataset(dataset, params_path=params, root=root, version=version, from_alias=from_alias,
@@ -348,6 +354,7 @@ def sweep(
     address: Optional[str] = typer.Option(None, "--address", help="existing Dask scheduler (default: a local cluster)"),
 ) -> None:
     """Run the grid methods x data sets x seeds of the `sweep:` section on Dask, one MLflow run per point."""
+    flows.use_root(root)
     from flows.sweep import sweep as sweep_flow
 
     result = _guarded(lambda: sweep_flow(params_path=params, root=root, address=address))

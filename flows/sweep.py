@@ -72,8 +72,10 @@ def point_params(params: Params, root: Path, method: str, dataset: str, seed: in
     """The parameters of one point: one data set, its seed and method; file paths made absolute."""
     raw = params.model_dump(mode="json")
     ds = dict(raw["datasets"][dataset])
-    if isinstance(params.dataset(dataset), FileDataset):
-        ds["path"] = str((Path(root) / ds["path"]).resolve())
+    if isinstance(params.dataset(dataset), FileDataset):   # checked against the sweep's project folder, then
+        from flows.stages.landing import data_path      # absolute, for the point's folder of its own
+
+        ds.update(path=str(data_path(params.dataset(dataset), dataset, root).resolve()), outside_project=True)
     raw.update(seed=seed, method=method, datasets={dataset: ds})
     raw["tracking"] = {**raw["tracking"], "register_model": bool(register)}
     return raw

@@ -236,3 +236,42 @@ def test_a_data_error_under_cdcore_run_is_one_line_without_a_prefect_traceback(p
     assert out.returncode == 2, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     assert "latitude" in text and "error:" in text
+
+
+# ----- 9: paths outside the project ------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../../etc/passwd"])
+def test_a_data_path_outside_the_project_is_refused_without_echoing_the_file(project, path):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"] = {"volcano": {**params["datasets"]["volcano"], "path": path}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    code, out = _cli("data", "--dataset", "volcano", "--root", str(project))
+    assert code == 2 and "outside the project folder" in out and "outside_project: true" in out, out
+    assert "root:" not in out and "/bin/" not in out       # nothing of the file is shown
+    assert not (project / "data" / "volcano.h5").exists()
+
+
+def test_an_error_shows_a_row_cut_short_not_the_file(project):
+    secret = "s3cr3t-token-" + "x" * 60
+    (project / "assets" / "earth" / "volcano.csv").write_text(f"12.0,20.0\n{secret},{secret},{secret},{secret}\n")
+    code, out = _cli("data", "--dataset", "volcano", "--root", str(project))
+    assert code == 2 and "data row 2" in out and secret not in out, out
+
+
+# ----- 2: --root isolation ------------------------------------------------------------------------------------------
+def test_two_roots_started_from_one_folder_share_no_tracking_or_orchestration_state(tmp_path):
+    import os
+
+    from tests.conftest import tiny_params_yaml
+
+    here, a, b = tmp_path / "here", tmp_path / "a", tmp_path / "b"
+    for d in (here, a, b):
+        d.mkdir()
+    for r in (a, b):
+        (r / "params.yaml").write_text(tiny_params_yaml())
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_HOME")}
+    for r in (a, b):
+        out = subprocess.run([sys.executable, "-m", "flows.cli", "data", "--dataset", "vmf", "--root", str(r)],
+                             cwd=here, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (r / "mlruns.db").is_file() and (r / "mlartifacts").is_dir()
+    assert sorted(p.name for p in here.iterdir()) == []     # nothing written where the commands were typed

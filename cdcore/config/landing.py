@@ -36,7 +36,8 @@ class FileDataset(Strict):
 
     kind: Literal["file"]
     method: Optional[Method] = Field(None, description="landing (the only method for points on a manifold)")
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="relative to the project folder, and inside it")
+    outside_project: bool = Field(False, description="true: `path` may lie outside the project folder (opt-in)")
     format: Literal["auto", "latlon_csv", "npy", "h5"] = "auto"
     constraint: str = "sphere"
     tolerance: float = Field(1e-4, gt=0, le=1.0, description="largest constraint violation accepted in the file")

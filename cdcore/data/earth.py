@@ -22,6 +22,12 @@ def _number(v: str) -> bool:
     return True
 
 
+def _shown(row: list[str]) -> str:
+    """A row as an error shows it: enough to find the fault, never a file's contents (the first cells, cut short)."""
+    cells = [c if len(c) <= 12 else c[:12] + "…" for c in row[:3]]
+    return repr(cells)[:-1] + (", …]" if len(row) > 3 else "]")
+
+
 def _columns(path: Path, header: list[str]) -> tuple[int, int]:
     """(latitude, longitude) column indices named by a header; a header naming neither is refused."""
     names = [h.strip().lower() for h in header]
@@ -29,7 +35,7 @@ def _columns(path: Path, header: list[str]) -> tuple[int, int]:
     lon = next((i for i, n in enumerate(names) if n in LON_NAMES), None)
     if lat is None or lon is None:
         missing = " and ".join(w for w, i in (("latitude", lat), ("longitude", lon)) if i is None)
-        raise DataError(f"{path}: header {header!r} names no {missing} column; name the columns "
+        raise DataError(f"{path}: header {_shown(header)} names no {missing} column; name the columns "
                         f"{'/'.join(LAT_NAMES)} and {'/'.join(LON_NAMES)} (any case), or drop the header "
                         "to read the first two columns as latitude, longitude")
     return lat, lon
@@ -58,7 +64,7 @@ def read_latlon_csv(path: str | Path) -> np.ndarray:
         try:
             rows.append((float(row[cols[0]]), float(row[cols[1]])))
         except (ValueError, IndexError):
-            raise DataError(f"{path}: data row {lineno} is not 'latitude,longitude' numbers: {row[:4]!r}") from None
+            raise DataError(f"{path}: data row {lineno} is not 'latitude,longitude' numbers: {_shown(row)}") from None
     if not rows:
         raise DataError(f"{path}: no (latitude, longitude) rows found")
     arr = np.asarray(rows, dtype=np.float64)

@@ -15,6 +15,7 @@ from cdcore.checkpoint import save_checkpoint
 from cdcore.config import BenchmarkDataset, FileDataset, Params, VmfDataset
 from cdcore.constraints import Constraint, from_record
 from cdcore.data import io
+from cdcore.data.errors import DataError
 from cdcore.data.checks import load_checked_points
 from cdcore.data.synthetic import vmf_mixture
 from cdcore.methods.landing import forward_end_prior, sample_landing, schedule_from, train_landing
@@ -31,9 +32,19 @@ log = logging.getLogger("cdcore")
 
 
 # ----- fingerprints: what each stage's output depends on -------------------------------------------------------
+def data_path(ds: FileDataset, name: str, root: Path) -> Path:
+    """A data set's file, refused when it lies outside the project folder and the user did not opt in."""
+    path = Path(root) / ds.path
+    if not ds.outside_project and not path.resolve().is_relative_to(Path(root).resolve()):
+        raise DataError(f"datasets.{name}.path: {ds.path} is outside the project folder {Path(root).resolve()}; "
+                        f"copy the file into it, or set datasets.{name}.outside_project: true to read it there")
+    return path
+
+
 def fp_data(params: Params, name: str, root: Path) -> str:
     ds = params.dataset(name)
-    src = io.sha256_file(root / ds.path) if isinstance(ds, FileDataset) and (root / ds.path).is_file() else None
+    path = data_path(ds, name, root) if isinstance(ds, FileDataset) else None
+    src = io.sha256_file(path) if path is not None and path.is_file() else None
     return digest(["data", plain(ds), plain(params.split), params.seed, src, io.SCHEMA_VERSION])
 
 
@@ -68,7 +79,7 @@ def _points(params: Params, name: str, root: Path, constraint: Constraint) -> tu
 
         x = np.concatenate(benchmarks.get(ds.benchmark).load(params.seed, default_paths(root)))
         return x, {"source": f"benchmark:{ds.benchmark}", "source_sha256": ""}
-    path = root / ds.path
+    path = data_path(ds, name, root)
     x = load_checked_points(path, ds.format, constraint, ds.constraint, ds.tolerance, name)
     return x, {"source": str(ds.path), "source_sha256": io.sha256_file(path)}
 
