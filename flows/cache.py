@@ -12,15 +12,16 @@ import functools
 import hashlib
 import json
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import h5py
 
 from cdcore.checkpoint import load_checkpoint
 from cdcore.data import io
+from cdcore.data.errors import DataError
 from flows import tracking
 from flows.layout import Layout
 from flows.lock import dataset_lock
@@ -142,6 +143,19 @@ class Stage:
         return report["rows"]
 
 
+@contextmanager
+def _upstream(lay: Layout, dataset: str) -> Iterator[None]:
+    """A stage run before the stage that writes its input: one line naming the command to run first."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        writer = lay.writer(Path(e.filename)) if e.filename else None
+        if writer is None:
+            raise
+        raise DataError(f"{e.filename}: missing; run `cdcore {writer} --dataset {dataset}` first "
+                        "(or `cdcore run` for every stage in order)") from None
+
+
 # ----- the decorator -----------------------------------------------------------------------------------------------
 def stage(name: str, output: Callable[[Layout, str], Path], fingerprint: Optional[Callable[..., str]] = None, *,
           track: bool = True, load: Optional[Callable[[Any, str, Path], Any]] = None,
@@ -161,7 +175,7 @@ def stage(name: str, output: Callable[[Layout, str], Path], fingerprint: Optiona
                 on_progress: Optional[ProgressFn] = None) -> Any:
             lay = Layout(Path(root))
             out = output(lay, dataset)
-            with dataset_lock(lay.root, dataset):
+            with dataset_lock(lay.root, dataset), _upstream(lay, dataset):
                 io.remove_stale_temps(out.parent)
                 st = Stage(name, dataset, lay, out, on_progress=on_progress, parent_run_id=parent_run_id)
                 if load is not None:

@@ -88,6 +88,14 @@ class Layout:
     def dvc_lock(self) -> Path:
         return self.root / "dvc.lock"
 
+    def writer(self, path: str | Path) -> str | None:
+        """The stage command that writes ``path`` (``data``, ``train``, …), None for a path no stage writes."""
+        try:
+            top = Path(path).resolve().relative_to(self.root.resolve()).parts[0]
+        except (ValueError, IndexError):
+            return None
+        return {"data": "data", "mirrors": "mirror", "models": "train", "samples": "sample", "reports": "evaluate"}.get(top)
+
 
 def default_paths(root: Path) -> "Paths":
     """Where benchmark inputs live: the project's assets, and ``CDCORE_SHARED`` or the shared/ folder beside the

@@ -275,3 +275,9 @@ def test_two_roots_started_from_one_folder_share_no_tracking_or_orchestration_st
         assert out.returncode == 0, out.stderr[-2000:]
         assert (r / "mlruns.db").is_file() and (r / "mlartifacts").is_dir()
     assert sorted(p.name for p in here.iterdir()) == []     # nothing written where the commands were typed
+
+
+@pytest.mark.parametrize("stage, first", [("train", "data"), ("sample", "train"), ("evaluate", "data")])
+def test_a_stage_run_before_its_upstream_names_the_command_to_run_first(project, stage, first):
+    code, out = _cli(stage, "--dataset", "vmf", "--root", str(project))
+    assert code == 2 and f"run `cdcore {first} --dataset vmf` first" in out and "Traceback" not in out, out

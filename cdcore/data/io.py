@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from cdcore.data.earth import read_latlon_csv
-from cdcore.data.errors import DataError
+from cdcore.data.errors import DataError, MissingInput
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -141,7 +141,7 @@ def read_labels(path: str | Path) -> dict[str, np.ndarray]:
 
 def _open(path: Path) -> h5py.File:
     if not path.exists():
-        raise DataError(f"{path}: file not found; run the data stage first (`cdcore data`)")
+        raise MissingInput(path)
     try:
         return h5py.File(path, "r")
     except OSError as e:
