@@ -7,7 +7,7 @@ home and MLflow's store inside the project folder) unless the user set them.
 import os
 from pathlib import Path
 
-_DEFAULTED: set[str] = set()  # the keys set here, not by the user: use_root may move them
+_DEFAULTED: dict[str, str] = {}  # the values set here, not by the user: use_root may move them
 
 
 def _defaults() -> None:
@@ -26,17 +26,16 @@ def _defaults() -> None:
     }.items():
         if key not in os.environ:
             os.environ[key] = value
-            _DEFAULTED.add(key)
+            _DEFAULTED[key] = value
 
 
 def use_root(root: str | Path) -> None:
     """Keep a run's tracking store and Prefect home under its project folder ``--root`` (unless the user set them):
     two runs started from one folder with different roots then share no registry and no orchestration state."""
     root = Path(root).resolve()
-    if "PREFECT_HOME" in _DEFAULTED:
-        os.environ["PREFECT_HOME"] = str(root / ".prefect")
-    if "MLFLOW_TRACKING_URI" in _DEFAULTED:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlruns.db'}"
+    for key, value in (("PREFECT_HOME", str(root / ".prefect")), ("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")):
+        if key in _DEFAULTED and os.environ.get(key) == _DEFAULTED[key]:   # still ours: the user set nothing since
+            os.environ[key] = _DEFAULTED[key] = value
 
 
 _defaults()

@@ -281,3 +281,59 @@ def test_two_roots_started_from_one_folder_share_no_tracking_or_orchestration_st
 def test_a_stage_run_before_its_upstream_names_the_command_to_run_first(project, stage, first):
     code, out = _cli(stage, "--dataset", "vmf", "--root", str(project))
     assert code == 2 and f"run `cdcore {first} --dataset vmf` first" in out and "Traceback" not in out, out
+
+
+# ----- issue 29: the model page as a consumer sees it ---------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_model_page_says_what_the_model_is_how_good_and_how_to_call_it(trained, tmp_path, monkeypatch):
+    """Through a real `mlflow server` on 127.0.0.1 and its REST API, as the MLflow UI reads it."""
+    import os
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "page.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    root = _copy(trained, tmp_path, "page-{method}")
+    code, out = _cli("register", "--dataset", "vmf", "--root", str(root))
+    assert code == 0, out
+    assert [str(v.version) for v in MlflowClient().search_model_versions("tags.`cdcore.method` = 'landing'")] == ["1"]
+    assert MlflowClient().search_model_versions("tags.`cdcore.method` = 'namm'") == []
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{store}", "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        query = urllib.parse.urlencode({"name": "page-landing-vmf", "version": "1"})
+        mv = json.load(urllib.request.urlopen(f"{base}/api/2.0/mlflow/model-versions/get?{query}"))["model_version"]
+        model = json.load(urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/registered-models/get?name=page-landing-vmf"))["registered_model"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    tags = {t["key"]: t["value"] for t in mv["tags"]}
+    assert tags["cdcore.method"] == "landing" and tags["cdcore.constraint"] == "sphere"
+    assert tags["cdcore.metric"] == "jsd_latlon" and float(tags["cdcore.floor"]) >= 0
+    assert max(len(v) for v in tags.values()) <= 300 and "cdcore.params" not in tags   # no unreadable column
+    for text in (mv["description"], model["description"]):
+        assert "`vmf`" in text and "`landing`" in text and "`sphere`" in text
+        assert "| landing | jsd_latlon |" in text and "max violation" in text and "drop rate" in text
+        assert 'load_model("models:/page-landing-vmf@candidate")' in text and '"n": [1000], "seed": [0]' in text
