@@ -337,3 +337,27 @@ def test_the_model_page_says_what_the_model_is_how_good_and_how_to_call_it(train
         assert "`vmf`" in text and "`landing`" in text and "`sphere`" in text
         assert "| landing | jsd_latlon |" in text and "max violation" in text and "drop rate" in text
         assert 'load_model("models:/page-landing-vmf@candidate")' in text and '"n": [1000], "seed": [0]' in text
+
+
+@pytest.mark.parametrize("fault, says", [("disk_full", "no space left"), ("out_of_memory", "not enough memory"),
+                                         ("lock_is_a_folder", "wrong type")])
+def test_failures_a_retry_cannot_fix_reach_the_user_as_one_line(project, monkeypatch, fault, says):
+    """The same faults as above, through the command the user types."""
+    from flows.stages import landing as landing_stages
+
+    if fault == "disk_full":
+        def full(path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        monkeypatch.setattr(landing_stages.io, "write_dataset", full)
+    elif fault == "out_of_memory":
+        _cli("data", "--dataset", "vmf", "--root", str(project))
+
+        def oom(*args, **kwargs):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+        monkeypatch.setattr(landing_stages, "train_landing", oom)
+    else:
+        (project / ".cache" / "locks" / "vmf.lock").mkdir(parents=True)
+    code, out = _cli("train" if fault == "out_of_memory" else "data", "--dataset", "vmf", "--root", str(project))
+    assert code == 2 and says in out and "Traceback" not in out, out
