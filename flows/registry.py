@@ -197,8 +197,8 @@ def register(weights: Path, *, name: str, alias: str, dataset: str, code: Path, 
             # one call creates the version with every tag: there is no half-tagged version to find later
             mv = mlflow.register_model(info.model_uri, name, tags={**all_tags, "run_id": run.info.run_id})
     else:
-        for k, v in all_tags.items():                           # completes an interrupted registration
-            if mv.tags.get(k) != v:
+        for k, v in all_tags.items():   # completes an interrupted registration; what the version recorded stays
+            if k not in mv.tags:
                 cl.set_model_version_tag(name, mv.version, k, v)
     version = str(mv.version)
     cl.update_model_version(name, version, description=description)

@@ -482,7 +482,7 @@ def test_mlflow_on_postgres_and_s3_with_dvc_remote_promotes_and_serves_the_champ
             assert len(c.search_model_versions("name = 'tiny-landing-vmf'")) == 1
             v1 = c.get_model_version("tiny-landing-vmf", "1")
             tags = {k: v for k, v in v1.tags.items() if not k.startswith("promotion.")}
-            v2 = c.create_model_version("tiny-landing-vmf", v1.source, v1.run_id, tags=tags)  # same scores
+            v2 = c.create_model_version("tiny-landing-vmf", v1.source, v1.run_id, tags=tags, model_id=v1.model_id or v1.source.rsplit("/", 1)[-1])
             c.set_registered_model_alias("tiny-landing-vmf", "candidate", v2.version)
         """)
         sh(sys.executable, "-c", copy)

@@ -11,3 +11,6 @@ class MissingInput(DataError, FileNotFoundError):
     def __init__(self, path: object, remedy: str = "run the stage that writes it first") -> None:
         super().__init__(f"{path}: file not found; {remedy}")
         self.filename = str(path)
+
+    def __str__(self) -> str:  # OSError's would print "[Errno None] None: path"
+        return str(self.args[0])
