@@ -142,6 +142,30 @@ def test_schema_knows_the_constraint_library_and_imports_nothing_else_of_cdcore(
                                for a in node.names), path.name
 
 
+def test_benchmarks_return_reports_and_write_no_file():
+    """cdcore/benchmarks returns rows and reports; choosing their paths and writing them is flows.bench's job, and
+    drawing the figures cdcore/report's: no module under cdcore/benchmarks writes a file, by any of these means."""
+    import ast
+
+    writers = {"write_text_atomic", "atomic_path", "write_text", "write_bytes", "savefig", "mkdir"}
+    paths = sorted((REPO / "cdcore" / "benchmarks").glob("*.py"))
+    assert len(paths) > 5
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not writers & {a.name for a in node.names}, f"{path.name}:{node.lineno} imports a writer"
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            assert name not in writers, f"{path.name}:{node.lineno} calls {name}"
+            if name == "open":   # open(path, mode) or Path.open(mode): reading only
+                modes = (node.args[1:2] if isinstance(f, ast.Name) else node.args[:1])
+                modes += [k.value for k in node.keywords if k.arg == "mode"]
+                assert all(isinstance(m, ast.Constant) and not set(str(m.value)) & set("wax+") for m in modes), \
+                    f"{path.name}:{node.lineno} opens a file to write"
+
+
 @pytest.mark.parametrize("key", [("evaluate", "feasibility_tol"), ("dynamics", "alpha"), ("train", "grad_clip"),
                                  ("dual", "resilience"), ("split", "train")])
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])

@@ -15,6 +15,7 @@ from cdcore.config.dual import SCALES
 from cdcore.methods.dual.evaluate import fit_classifier
 from cdcore.methods.dual.finetune import evaluate_finetune_samples, finetune_variants, pretrain_teacher
 from cdcore.benchmarks.dual_finetune import evaluate_finetune_targets, format_finetune_report, run_finetune_bench
+from flows import bench
 
 # small enough for seconds, trained enough that the teacher knows 0-8 and fine-tuning on 9s is not drift
 SMALL = replace(SCALES["tiny"], steps=400, hidden=64, lr=2e-3, n_samples=300)
@@ -25,8 +26,12 @@ def split():
     return load_digits_split(DigitsCfg(seed=0))
 
 
-def test_small_bench_constrained_holds_the_teacher_and_writes_the_report(tmp_path):
-    report = run_finetune_bench(SMALL, "cpu", tmp_path, seeds=(0,), log=lambda s: None)
+def test_small_bench_constrained_holds_the_teacher_and_writes_the_report(tmp_path, monkeypatch):
+    report = run_finetune_bench(SMALL, "cpu", seeds=(0,), log=lambda s: None)
+    # the bench returns the report; flows.bench writes it and its figure under the layout's names
+    monkeypatch.setenv("CDCORE_TRACKING", "off")
+    monkeypatch.setattr(bench, "run_finetune_bench", lambda *a, **k: report)
+    assert bench.run_dual_finetune("tiny", "cpu", tmp_path) is report
     on_disk = json.loads((tmp_path / "reports" / "bench" / "dual_finetune.json").read_text())
     for rep in (report, on_disk):
         assert {"benchmark", "scale", "settings", "interval", "rows", "summary", "targets", "total_s"} <= set(rep)

@@ -41,12 +41,21 @@ def _check_report(report: dict, problems: list[str]) -> None:
         assert {"constraint_ratio", "mmd_ratio", "constraint_pass", "mmd_pass", "data_constraint_mean"} <= set(s)
 
 
-def test_harness_writes_json_and_histogram(tmp_path):
+def test_harness_writes_json_and_histogram(tmp_path, monkeypatch):
+    from flows import bench
+
     problems = ["total_brightness", "burgers", "periodic_texture"]
-    report = nb.run_suite(TINY, "cpu", problems, tmp_path, log=lambda s: None)
+    report = nb.run_suite(TINY, "cpu", problems, log=lambda s: None)
     _check_report(report, problems)
+    figure = report["_figure"]          # the histograms' data, not part of the JSON
+    assert list(figure) == problems and all(set(d) == set(nb.MODELS) for d in figure.values())
+    assert all(0 < len(d["namm"]) <= TINY.n_samples for d in figure.values())
+    # the bench returns the report; flows.bench writes it and its figure under the layout's names
+    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: report)
+    assert bench.run_namm("ci", "cpu", problems, tmp_path, log=lambda s: None) is report
     on_disk = json.loads((tmp_path / "reports" / "bench" / "namm.json").read_text())
     _check_report(on_disk, problems)
+    assert "_figure" not in report and "_figure" not in on_disk
     # the ci fine-tuning (periodic_texture, here 2 steps) and the ci f of total_brightness reach the written rows
     rows = {(r["problem"], r["model"]): r for r in on_disk["rows"]}
     assert ncfg.CI.finetune_steps["periodic_texture"] > 0

@@ -167,8 +167,19 @@ TINY = ncfg.DpsScale(name="tiny", bench=TINY_BENCH, n_val=2, n_val_post=2, n_cas
                    zetas=(0.1, 1.0), cg_weights=(1.0, 3.0))
 
 
-def test_suite_writes_json_figure_and_table(tmp_path):
-    report = db.run_dps_suite(TINY, "cpu", tmp_path, seeds=(0, 1), log=lambda s: None)
+def test_suite_writes_json_figure_and_table(tmp_path, monkeypatch):
+    from flows import bench
+
+    report = db.run_dps_suite(TINY, "cpu", seeds=(0, 1), log=lambda s: None)
+    # the figure's data (first seed's result per problem, images and constraint), not part of the JSON
+    assert [r["problem"] for r in report["_figure"]] == list(db.PROBLEMS)
+    assert all(r["seed"] == 0 and {"truth", "observation", *db.SAMPLERS} <= set(r["_examples"])
+               for r in report["_figure"])
+    # the bench returns the report; flows.bench writes it and its figure under the layout's names
+    monkeypatch.setenv("CDCORE_TRACKING", "off")
+    monkeypatch.setattr(bench, "run_dps_suite", lambda *a, **k: report)
+    assert bench.run_namm_inverse("ci", "cpu", tmp_path, log=lambda s: None) is report
+    assert "_figure" not in report
     on_disk = json.loads((tmp_path / "reports" / "bench" / "namm_dps.json").read_text())
     assert (tmp_path / "reports" / "bench" / "namm_dps.png").stat().st_size > 1000
     for rep in (report, on_disk):

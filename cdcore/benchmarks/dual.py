@@ -22,17 +22,15 @@ Public API::
     SCALES, VARIANTS, DualScale
     variant_cfg(name, scale, fixed_lambdas) -> DualCfg          (cdcore.config.dual; reweight: oracle_lambdas)
     run_variant(name, split, clf, scale, seed, device) -> dict        (the evaluation dict of one run)
-    run_dual_bench(scale, device, root, ...) -> report                (writes reports/bench/dual.json + PNG)
+    run_dual_bench(scale, device, ...) -> report        (the content of reports/bench/dual.json; writes nothing)
     format_dual_report(report) -> str                                 (Markdown)
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -51,7 +49,7 @@ from cdcore.methods.dual import (
 from cdcore.profiling import measure
 from cdcore.config.dual import DualScale, SCALES, VARIANTS, variant_cfg
 from cdcore.metrics import t_interval
-from cdcore.report.tables import fmt_interval, json_default
+from cdcore.report.tables import fmt_interval
 
 BENCHMARK = "digits_fair"
 TARGET_SHARE, TARGET_TOL = 0.10, 0.03
@@ -186,14 +184,15 @@ def evaluate_targets(rows: list[dict], summary: dict, minority: Sequence[int]) -
 Log = Callable[[str], None]
 
 
-def run_dual_bench(scale: str | DualScale, device: torch.device | str, root: Path | str = ".",
+def run_dual_bench(scale: str | DualScale, device: torch.device | str,
                    variants: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
-                   on_row: Optional[Callable[[dict], None]] = None, log: Log = print, plot: bool = True,
+                   on_row: Optional[Callable[[dict], None]] = None, log: Log = print,
                    threads: Optional[int] = None) -> dict:
-    """Every variant × seed at one scale; writes ``reports/bench/dual.json`` (and ``dual_shares.png``) under root.
+    """Every variant × seed at one scale; returns the report, writes nothing (``flows.bench.run_dual`` writes it
+    as ``reports/bench/dual.json`` and draws :func:`cdcore.report.dual.bench_shares` from it).
 
-    ``threads`` sets torch's intra-op threads for the run (None: leave them; on a CPU, 1 is usually fastest:
-    the networks are small, and extra threads only contend).
+    ``on_row(row)`` is called after each (variant, seed). ``threads`` sets torch's intra-op threads for the run
+    (None: leave them; on a CPU, 1 is usually fastest: the networks are small, and extra threads only contend).
     """
     if threads:
         torch.set_num_threads(int(threads))
@@ -232,7 +231,7 @@ def run_dual_bench(scale: str | DualScale, device: torch.device | str, root: Pat
                 f"FD {row['fd']:.1f} (floor {row['fd_floor']:.1f})  {row['wall_s']:.1f}s")
     minority = minority or []
     summary = summarize(rows, minority)
-    report = {
+    return {
         "benchmark": BENCHMARK, "scale": scale_name, "device": str(device), "torch": torch.__version__,
         "host": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sc).items()},
@@ -240,43 +239,6 @@ def run_dual_bench(scale: str | DualScale, device: torch.device | str, root: Pat
         "rows": rows, "summary": summary, "targets": evaluate_targets(rows, summary, minority),
         "total_s": time.perf_counter() - t_all,
     }
-    out = Path(root) / "reports" / "bench" / "dual.json"
-    from cdcore.data.io import write_text_atomic
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(report, indent=1, default=json_default, allow_nan=True))
-    if plot:
-        plot_shares(report, out.with_name("dual_shares.png"))
-    return report
-
-
-def plot_shares(report: dict, path: Path) -> None:
-    """Corrected class shares per variant (seed mean with its interval) and the uniform line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary, minority = report["summary"], set(report["minority"])
-    names = list(summary)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / max(1, len(names))
-    xs = np.arange(NUM_CLASSES)
-    for i, name in enumerate(names):
-        ivs = [summary[name][f"hist_corrected_{c}"] for c in range(NUM_CLASSES)]
-        mean = np.array([iv["mean"] for iv in ivs])
-        err = np.array([[iv["mean"] - iv["lo"] for iv in ivs], [iv["hi"] - iv["mean"] for iv in ivs]])
-        ax.bar(xs - 0.4 + (i + 0.5) * width, mean, width, yerr=err, capsize=2, label=f"{name} (n={ivs[0]['n']})")
-    ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
-    ax.set_xticks(xs, [f"{c}*" if c in minority else str(c) for c in range(NUM_CLASSES)])
-    ax.set_xlabel("digit class (* = minority)")
-    ax.set_ylabel("corrected share")
-    ax.set_title(f"digits ρ={report['settings']['rho']}, scale {report['scale']}: seed mean, 95% t-interval")
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def format_dual_report(report: dict) -> str:
@@ -312,5 +274,4 @@ def format_dual_report(report: dict) -> str:
 
 
 __all__ = ["ROW_KEYS", "fit_split_classifier", "run_variant",
-           "bench_row", "summarize", "evaluate_targets", "t_interval", "run_dual_bench", "format_dual_report",
-           "plot_shares"]
+           "bench_row", "summarize", "evaluate_targets", "t_interval", "run_dual_bench", "format_dual_report"]

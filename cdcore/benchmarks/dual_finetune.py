@@ -45,33 +45,29 @@ Public API::
     drift_threshold(teacher, x_ref, teacher_x0, scale, seed, device) -> float
     distillation_loss(model, teacher, x0, seed) -> float
     evaluate_finetune(model, clf, split, n, seed, device) -> dict      (samples n, then evaluate_finetune_samples)
-    run_finetune_bench(scale, device, root=".", seeds=(0, 1, 2), log=print) -> report
-                                                       (writes reports/bench/dual_finetune.json + .png)
+    run_finetune_bench(scale, device, seeds=(0, 1, 2), log=print) -> report
+                                           (the content of reports/bench/dual_finetune.json; writes nothing)
     format_finetune_report(report) -> str                                                    (Markdown)
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from cdcore.data.digits import NUM_CLASSES, DigitsCfg, load_digits_split
 from cdcore.benchmarks.dual import fit_split_classifier
-from cdcore.config.dual import SCALES
 from cdcore.config.dual import DualScale
 from cdcore.methods.dual import DualOutcome
 from cdcore.profiling import measure
 from cdcore.config.dual import FT_SCALES, FinetuneScale
 from cdcore.methods.dual.finetune import NEW_CLASS, distillation_loss, drift_threshold, evaluate_finetune, evaluate_finetune_samples, finetune_variants, pretrain_teacher, resolve_scales, tail_mean, teacher_samples
 from cdcore.metrics import t_interval
-from cdcore.report.tables import fmt_interval, json_default
+from cdcore.report.tables import fmt_interval
 
 BENCHMARK = "digits_finetune"
 VARIANTS = ("teacher", "unconstrained", "constrained")
@@ -154,12 +150,13 @@ def evaluate_finetune_targets(rows: list[dict], summary: dict) -> dict:
     }
 
 
-def run_finetune_bench(scale: str | DualScale, device: torch.device | str = "cpu", root: Path | str = ".",
-                       seeds: Sequence[int] | None = (0, 1, 2), log: Log = print, plot: bool = True,
+def run_finetune_bench(scale: str | DualScale, device: torch.device | str = "cpu",
+                       seeds: Sequence[int] | None = (0, 1, 2), log: Log = print,
                        threads: int | None = None) -> dict:
     """Per seed: split, evaluation classifier, teacher (no 9s), both fine-tunes on the training 9s, evaluation.
 
-    Writes ``reports/bench/dual_finetune.json`` (atomically) and ``dual_finetune.png`` under ``root``.
+    Returns the report and writes nothing (``flows.bench.run_dual_finetune`` writes it as
+    ``reports/bench/dual_finetune.json`` and draws :func:`cdcore.report.dual.bench_finetune` from it).
     ``seeds=None`` takes the scale's seeds; ``threads`` sets torch's intra-op threads (None: leave them).
     """
     if threads:
@@ -210,7 +207,7 @@ def run_finetune_bench(scale: str | DualScale, device: torch.device | str = "cpu
                 f"(λ predicts {row['predicted_share_new']:.3f})  FD {row['fd']:.1f} (floor {row['fd_floor']:.1f})  "
                 f"distill {row['distill_loss']:.4f}  λ {row['lambda_tail_mean']:.2f}  {row['wall_s']:.1f}s")
     summary = summarize_finetune(rows)
-    report = {
+    return {
         "benchmark": BENCHMARK, "scale": name, "device": str(device), "torch": torch.__version__,
         "host": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "settings": {"pretrain": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sc).items()},
@@ -220,56 +217,6 @@ def run_finetune_bench(scale: str | DualScale, device: torch.device | str = "cpu
         "interval": INTERVAL, "classifiers": classifiers, "rows": rows, "summary": summary,
         "targets": evaluate_finetune_targets(rows, summary), "total_s": time.perf_counter() - t_all,
     }
-    out_path = Path(root) / "reports" / "bench" / "dual_finetune.json"
-    from cdcore.data.io import write_text_atomic
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_path, json.dumps(report, indent=1, default=json_default, allow_nan=True))
-    if plot:
-        plot_finetune(report, out_path.with_suffix(".png"))
-    return report
-
-
-def plot_finetune(report: dict, path: Path) -> None:
-    """Left: corrected class histogram per variant (seed mean, t-interval); right: FD per variant with the floor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = report["summary"]
-    names = list(summary)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
-    width = 0.8 / max(1, len(names))
-    xs = np.arange(NUM_CLASSES)
-
-    def err(ivs: list[dict]) -> np.ndarray:
-        return np.array([[iv["mean"] - iv["lo"] for iv in ivs], [iv["hi"] - iv["mean"] for iv in ivs]])
-
-    for i, name in enumerate(names):
-        ivs = [summary[name][f"hist_corrected_{c}"] for c in range(NUM_CLASSES)]
-        ax.bar(xs - 0.4 + (i + 0.5) * width, [iv["mean"] for iv in ivs], width, yerr=err(ivs), capsize=2,
-               label=f"{name} (n={ivs[0]['n']})")
-    ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
-    ax.set_xticks(xs, [f"{c}*" if c == NEW_CLASS else str(c) for c in range(NUM_CLASSES)])
-    ax.set_xlabel("digit class (* = fine-tuning class, absent from pretraining)")
-    ax.set_ylabel("corrected share")
-    ax.set_yscale("symlog", linthresh=0.05)
-    ax.set_title(f"fine-tuning on 9s, scale {report['scale']}: seed mean, 95% t-interval")
-    ax.legend(fontsize=8)
-    ivs = [summary[n]["fd"] for n in names]
-    bx.bar(np.arange(len(names)), [iv["mean"] for iv in ivs], yerr=err(ivs), capsize=3,
-           color=[f"C{i}" for i in range(len(names))])
-    floor = summary[names[0]]["fd_floor"]["mean"]
-    bx.axhline(floor, color="k", ls="--", lw=1, label=f"floor {floor:.1f}")
-    bx.set_xticks(np.arange(len(names)), names, rotation=20)
-    bx.set_ylabel("FD to balanced test split")
-    bx.set_title("classifier-feature FD", fontsize=10)
-    bx.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def format_finetune_report(report: dict) -> str:
@@ -305,23 +252,6 @@ def format_finetune_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(description="digits fine-tuning benchmark (pretrain without 9, fine-tune on 9s)")
-    p.add_argument("--scale", default="ci", choices=[k for k in SCALES if k in FT_SCALES])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--root", default=".")
-    p.add_argument("--seeds", type=int, nargs="*", default=None, help="default: 0 1 2")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    rep = run_finetune_bench(a.scale, a.device, a.root, seeds=tuple(a.seeds) if a.seeds else (0, 1, 2),
-                             threads=a.threads)
-    print(format_finetune_report(rep))
-    print(f"\ntotal {rep['total_s']:.1f}s; wrote {Path(a.root) / 'reports' / 'bench' / 'dual_finetune.json'}")
-    return 0
-
-
 __all__ = [
     "FT_SCALES",
     "VARIANTS",
@@ -333,12 +263,8 @@ __all__ = [
     "evaluate_finetune_targets",
     "finetune_variants",
     "format_finetune_report",
-    "plot_finetune",
     "pretrain_teacher",
     "run_finetune_bench",
     "summarize_finetune",
     "teacher_samples",
 ]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

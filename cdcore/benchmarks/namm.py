@@ -40,12 +40,10 @@ seeds from the benchmark data); the held-out data's ℓ (``data_constraint_mean`
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -65,7 +63,6 @@ from cdcore.constraints.images import CountingCNN, nchw_to_flat
 from cdcore.profiling import measure, resolve_device
 from cdcore.config.namm import (PROBLEMS, SCALES, MdmCfg, NammCfg, ScaleCfg, finetune_settings, fit_overrides,
                                 score_cfg, steps_for, task_cfg)
-from cdcore.report.tables import json_default
 
 MODELS = ("vanilla", "namm")
 TARGETS = {"constraint_ratio_max": 0.3, "mmd_ratio_max": 1.5}
@@ -281,9 +278,14 @@ def _ratio(a: float, b: float) -> float:
 # the suite
 # ------------------------------------------------------------------------------------------------------------
 def run_suite(scale: str | ScaleCfg = "ci", device: str = "cpu", only: Optional[list[str]] = None,
-              root: Path | str = ".", seed: int = 0, log: Log = print,
-              on_result: Optional[Callable[[dict], None]] = None) -> dict:
-    """Run the problems, write ``reports/bench/namm.json`` and the histogram figure; returns the report."""
+              seed: int = 0, log: Log = print, on_result: Optional[Callable[[dict], None]] = None) -> dict:
+    """Run the problems and return the report; writes nothing. ``on_result(res)`` is called after each problem
+    with its :func:`run_problem` result.
+
+    The report is the content of ``reports/bench/namm.json`` plus one key that is not: ``"_figure"``, the
+    constraint distances per sample, {problem: {model: [ℓ, ...]}}, for
+    :func:`cdcore.report.namm.bench_histograms`. ``flows.bench.run_namm`` pops it, writes the JSON and draws
+    ``namm_constraint_hist.png`` from it."""
     sc = SCALES[scale] if isinstance(scale, str) else scale
     dev = resolve_device(device)
     names = list(only) if only else list(PROBLEMS)
@@ -297,7 +299,7 @@ def run_suite(scale: str | ScaleCfg = "ci", device: str = "cpu", only: Optional[
         results.append(res)
         if on_result is not None:
             on_result(res)
-    report = {
+    return {
         "suite": "namm", "scale": sc.name, "device": str(dev), "torch": torch.__version__,
         "host": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "seed": seed,
         "targets": TARGETS, "row_keys": list(ROW_KEYS),
@@ -305,39 +307,8 @@ def run_suite(scale: str | ScaleCfg = "ci", device: str = "cpu", only: Optional[
         "rows": [r for res in results for r in res["rows"]],
         "summary": {res["problem"]: res["summary"] for res in results},
         "total_s": time.perf_counter() - t0,
+        "_figure": {res["problem"]: res["dist"] for res in results},
     }
-    out_dir = Path(root) / "reports" / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "namm.json").write_text(json.dumps(report, indent=1, default=json_default))
-    plot_histograms(results, out_dir / "namm_constraint_hist.png")
-    return report
-
-
-def plot_histograms(results: list[dict], path: Path) -> None:
-    """Per problem: histograms of the normalised constraint distance ℓ̄ (÷ max over both), NAMM vs vanilla."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = max(1, len(results))
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 2.8), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        d = {m: np.asarray(res["dist"][m], dtype=np.float64) for m in MODELS}
-        finite = [v[np.isfinite(v)] for v in d.values()]
-        top = max((float(v.max()) for v in finite if v.size), default=1.0) or 1.0
-        bins = np.linspace(0.0, 1.0, 31)
-        ax.hist(d["vanilla"][np.isfinite(d["vanilla"])] / top, bins=bins, alpha=0.6, label="vanilla DM",
-                color="tab:gray")
-        ax.hist(d["namm"][np.isfinite(d["namm"])] / top, bins=bins, alpha=0.7, label="NAMM + MDM", color="tab:blue")
-        ax.set_title(res["problem"].replace("_", " "))
-        ax.set_xlabel("normalised constraint distance")
-        ax.set_yticks([])
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def format_report(report: dict) -> str:
@@ -373,4 +344,4 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_report", "make_data", "plot_histograms", "run_problem", "run_suite", "train_counter"]
+__all__ = ["format_report", "make_data", "run_problem", "run_suite", "train_counter"]

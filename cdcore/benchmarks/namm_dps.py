@@ -58,27 +58,23 @@ upper end < 0).
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from cdcore.data.io import write_text_atomic
 from cdcore.config.namm import DPS_SCALES as SCALES, DpsScale
 from cdcore.methods.namm.evaluate import distances
 from cdcore.benchmarks.namm import run_problem
 from cdcore.methods.namm.sample import mirror_dps
 from cdcore.methods.namm.inverse import Observation, make_observation, observe
 from cdcore.profiling import measure, resolve_device
-from cdcore.report.inverse import format_dps_report, plot_examples  # noqa: F401  (format: the CLI reads it here)
-from cdcore.report.tables import json_default
+from cdcore.report.inverse import format_dps_report  # noqa: F401  (re-exported: the table of this suite)
 
 PROBLEMS = ("burgers", "kolmogorov")
 SAMPLERS = ("dps", "cg_dps", "mirror_dps")
@@ -351,10 +347,15 @@ def evaluate_targets(rows: list[dict], summary: dict, sigma_y: float, tol: float
     return out
 
 
-def run_dps_suite(scale: str | DpsScale = "ci", device: str = "cpu", root: Path | str = ".",
+def run_dps_suite(scale: str | DpsScale = "ci", device: str = "cpu",
                   seeds: Sequence[int] = (0, 1, 2), only: Optional[Sequence[str]] = None,
                   log: Log = print) -> dict:
-    """All inverse problems × seeds; writes ``reports/bench/namm_dps.json`` (atomically) and ``namm_dps.png``."""
+    """All inverse problems × seeds; returns the report and writes nothing.
+
+    The report is the content of ``reports/bench/namm_dps.json`` plus one key that is not: ``"_figure"``, the
+    first seed's :func:`run_inverse` result per problem (with its "_examples" images and "_constraint"), for
+    :func:`cdcore.report.inverse.plot_examples`. ``flows.bench.run_namm_inverse`` pops it, writes the JSON and
+    draws ``namm_dps.png`` from it."""
     ds = _scale(scale)
     dev = resolve_device(device)
     names = list(only) if only else list(PROBLEMS)
@@ -377,7 +378,7 @@ def run_dps_suite(scale: str | DpsScale = "ci", device: str = "cpu", root: Path 
     first = {}
     for res in results:
         first.setdefault(res["problem"], res)
-    report = {
+    return {
         "suite": "namm_dps", "scale": ds.name, "device": str(dev), "torch": torch.__version__,
         "host": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "seeds": list(seeds), "sigma_y": ds.sigma_y, "steps": ds.n_steps, "zeta_schedule": ds.zeta_schedule,
@@ -393,15 +394,12 @@ def run_dps_suite(scale: str | DpsScale = "ci", device: str = "cpu", root: Path 
         "rows": rows, "summary": summary, "targets": targets,
         "interval": "mean over seeds with a 95% t-interval (lower end clipped at 0)",
         "total_s": time.perf_counter() - t0,
+        "_figure": list(first.values()),
     }
-    out_dir = Path(root) / "reports" / "bench"
-    write_text_atomic(out_dir / "namm_dps.json", json.dumps(report, indent=1, default=json_default))
-    plot_examples(list(first.values()), out_dir / "namm_dps.png", SAMPLERS)
-    return report
 
 
 # ------------------------------------------------------------------------------------------------------------
-# figure and table
+# what bounds the samplers
 # ------------------------------------------------------------------------------------------------------------
 
 

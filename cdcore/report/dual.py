@@ -1,5 +1,5 @@
 """Figures of dual training: λ and the predicted shares per dual step, generated digits and their class shares,
-and the fine-tuning comparison."""
+the fine-tuning comparison, and the figures of ``cdcore bench dual`` (drawn from its JSON reports)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from cdcore.data.digits import NUM_CLASSES  # noqa: E402
 from cdcore.data.io import atomic_path  # noqa: E402
 
 
-def _save(fig: Any, path: str | Path) -> None:
+def _save(fig: Any, path: str | Path, dpi: int = 90) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
 
 
@@ -94,3 +94,62 @@ def finetune_comparison(path: str | Path, report: Mapping[str, Any]) -> None:
     fig.suptitle(f"{report['finetune']}: fine-tuning on the new class, with and without the distillation constraint")
     fig.tight_layout()
     _save(fig, path)
+
+
+def _err(ivs: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Error bars (below, above the mean) of t-intervals."""
+    return np.array([[iv["mean"] - iv["lo"] for iv in ivs], [iv["hi"] - iv["mean"] for iv in ivs]])
+
+
+def bench_shares(path: str | Path, report: Mapping[str, Any]) -> None:
+    """``dual_shares.png`` of ``cdcore bench dual``: corrected class shares per variant (seed mean with its
+    interval) and the uniform line, from the ``dual.json`` report."""
+    summary, minority = report["summary"], set(report["minority"])
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / max(1, len(names))
+    xs = np.arange(NUM_CLASSES)
+    for i, name in enumerate(names):
+        ivs = [summary[name][f"hist_corrected_{c}"] for c in range(NUM_CLASSES)]
+        ax.bar(xs - 0.4 + (i + 0.5) * width, [iv["mean"] for iv in ivs], width, yerr=_err(ivs), capsize=2,
+               label=f"{name} (n={ivs[0]['n']})")
+    ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
+    ax.set_xticks(xs, [f"{c}*" if c in minority else str(c) for c in range(NUM_CLASSES)])
+    ax.set_xlabel("digit class (* = minority)")
+    ax.set_ylabel("corrected share")
+    ax.set_title(f"digits ρ={report['settings']['rho']}, scale {report['scale']}: seed mean, 95% t-interval")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)
+
+
+def bench_finetune(path: str | Path, report: Mapping[str, Any]) -> None:
+    """``dual_finetune.png`` of ``cdcore bench dual --experiment finetune``, from its report: left, the corrected
+    class histogram per variant (seed mean, t-interval); right, the FD per variant with the floor."""
+    summary, new_class = report["summary"], report["settings"]["new_class"]
+    names = list(summary)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
+    width = 0.8 / max(1, len(names))
+    xs = np.arange(NUM_CLASSES)
+    for i, name in enumerate(names):
+        ivs = [summary[name][f"hist_corrected_{c}"] for c in range(NUM_CLASSES)]
+        ax.bar(xs - 0.4 + (i + 0.5) * width, [iv["mean"] for iv in ivs], width, yerr=_err(ivs), capsize=2,
+               label=f"{name} (n={ivs[0]['n']})")
+    ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
+    ax.set_xticks(xs, [f"{c}*" if c == new_class else str(c) for c in range(NUM_CLASSES)])
+    ax.set_xlabel("digit class (* = fine-tuning class, absent from pretraining)")
+    ax.set_ylabel("corrected share")
+    ax.set_yscale("symlog", linthresh=0.05)
+    ax.set_title(f"fine-tuning on {new_class}s, scale {report['scale']}: seed mean, 95% t-interval")
+    ax.legend(fontsize=8)
+    ivs = [summary[n]["fd"] for n in names]
+    bx.bar(np.arange(len(names)), [iv["mean"] for iv in ivs], yerr=_err(ivs), capsize=3,
+           color=[f"C{i}" for i in range(len(names))])
+    floor = summary[names[0]]["fd_floor"]["mean"]
+    bx.axhline(floor, color="k", ls="--", lw=1, label=f"floor {floor:.1f}")
+    bx.set_xticks(np.arange(len(names)), names, rotation=20)
+    bx.set_ylabel("FD to balanced test split")
+    bx.set_title("classifier-feature FD", fontsize=10)
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)

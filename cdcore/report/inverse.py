@@ -1,10 +1,10 @@
-"""The inverse-problem figure of ``cdcore bench namm-inverse``: truth, observation and each sampler's posterior
-sample with its constraint residual, per problem."""
+"""The inverse-problem figure of ``cdcore bench namm --experiment inverse``: truth, observation and each sampler's
+posterior sample with its constraint residual, per problem; and that suite's table."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,11 @@ def residual_map(constraint, x_chw: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
-def plot_examples(results: list[dict], path: Path, samplers: Sequence[str] = ("dps", "cg_dps", "mirror_dps")) -> None:
-    """Per problem: truth, observation, one posterior sample per sampler (row 1) and their |h| maps (row 2)."""
+def plot_examples(path: str | Path, results: Sequence[Mapping[str, Any]],
+                  samplers: Sequence[str] = ("dps", "cg_dps", "mirror_dps")) -> None:
+    """``namm_dps.png``: per problem, truth, observation, one posterior sample per sampler (row 1) and their |h|
+    maps (row 2). ``results``: one {"problem", "_examples", "_constraint"} per problem (``run_inverse``'s
+    result), what ``run_dps_suite`` returns under ``"_figure"``."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,9 +1,10 @@
-"""The evaluate stage's figure of a NAMM data set: images and constraint distances, data against samples."""
+"""The evaluate stage's figure of a NAMM data set (images and constraint distances, data against samples), and
+the constraint-distance histograms of ``cdcore bench namm``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -47,4 +48,28 @@ def samples_and_distances(path: str | Path, test: np.ndarray, groups: Mapping[st
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def bench_histograms(path: str | Path, dists: Mapping[str, Mapping[str, Sequence[float]]]) -> None:
+    """``namm_constraint_hist.png``: per problem, histograms of the normalised constraint distance ℓ̄ (÷ the max
+    over both models), NAMM against vanilla. ``dists``: {problem: {"vanilla": ℓ per sample, "namm": ℓ per sample}},
+    what ``run_suite`` returns under ``"_figure"``."""
+    k = max(1, len(dists))
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 2.8), squeeze=False)
+    for ax, (problem, dist) in zip(axes[0], dists.items()):
+        d = {m: np.asarray(v, dtype=np.float64) for m, v in dist.items()}
+        finite = [v[np.isfinite(v)] for v in d.values()]
+        top = max((float(v.max()) for v in finite if v.size), default=1.0) or 1.0
+        bins = np.linspace(0.0, 1.0, 31)
+        ax.hist(d["vanilla"][np.isfinite(d["vanilla"])] / top, bins=bins, alpha=0.6, label="vanilla DM",
+                color="tab:gray")
+        ax.hist(d["namm"][np.isfinite(d["namm"])] / top, bins=bins, alpha=0.7, label="NAMM + MDM", color="tab:blue")
+        ax.set_title(problem.replace("_", " "))
+        ax.set_xlabel("normalised constraint distance")
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
