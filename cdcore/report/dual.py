@@ -101,12 +101,8 @@ def _err(ivs: Sequence[Mapping[str, float]]) -> np.ndarray:
     return np.array([[iv["mean"] - iv["lo"] for iv in ivs], [iv["hi"] - iv["mean"] for iv in ivs]])
 
 
-def bench_shares(path: str | Path, report: Mapping[str, Any]) -> None:
-    """``dual_shares.png`` of ``cdcore bench dual``: corrected class shares per variant (seed mean with its
-    interval) and the uniform line, from the ``dual.json`` report."""
-    summary, minority = report["summary"], set(report["minority"])
-    names = list(summary)
-    fig, ax = plt.subplots(figsize=(10, 4))
+def _share_bars(ax, summary: Mapping[str, Any], names: list[str]) -> np.ndarray:
+    """Grouped bars of each variant's corrected class shares (seed mean, t-interval) and the uniform line."""
     width = 0.8 / max(1, len(names))
     xs = np.arange(NUM_CLASSES)
     for i, name in enumerate(names):
@@ -114,6 +110,16 @@ def bench_shares(path: str | Path, report: Mapping[str, Any]) -> None:
         ax.bar(xs - 0.4 + (i + 0.5) * width, [iv["mean"] for iv in ivs], width, yerr=_err(ivs), capsize=2,
                label=f"{name} (n={ivs[0]['n']})")
     ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
+    return xs
+
+
+def bench_shares(path: str | Path, report: Mapping[str, Any]) -> None:
+    """``dual_shares.png`` of ``cdcore bench dual``: corrected class shares per variant (seed mean with its
+    interval) and the uniform line, from the ``dual.json`` report."""
+    summary, minority = report["summary"], set(report["minority"])
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    xs = _share_bars(ax, summary, names)
     ax.set_xticks(xs, [f"{c}*" if c in minority else str(c) for c in range(NUM_CLASSES)])
     ax.set_xlabel("digit class (* = minority)")
     ax.set_ylabel("corrected share")
@@ -129,13 +135,7 @@ def bench_finetune(path: str | Path, report: Mapping[str, Any]) -> None:
     summary, new_class = report["summary"], report["settings"]["new_class"]
     names = list(summary)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
-    width = 0.8 / max(1, len(names))
-    xs = np.arange(NUM_CLASSES)
-    for i, name in enumerate(names):
-        ivs = [summary[name][f"hist_corrected_{c}"] for c in range(NUM_CLASSES)]
-        ax.bar(xs - 0.4 + (i + 0.5) * width, [iv["mean"] for iv in ivs], width, yerr=_err(ivs), capsize=2,
-               label=f"{name} (n={ivs[0]['n']})")
-    ax.axhline(1.0 / NUM_CLASSES, color="k", ls="--", lw=1, label="uniform")
+    xs = _share_bars(ax, summary, names)
     ax.set_xticks(xs, [f"{c}*" if c == new_class else str(c) for c in range(NUM_CLASSES)])
     ax.set_xlabel("digit class (* = fine-tuning class, absent from pretraining)")
     ax.set_ylabel("corrected share")
